@@ -1,0 +1,51 @@
+"""A host network interface: link-layer address, MTU, 802.1Q setting and IP addresses.
+
+Frames leave through `transmit` (a Port's `send`, or later an NDIS miniport binding); the IP layer
+feeds received frames back with `HostIp.input_frame`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Transmit = Callable[[bytes, "str | None"], None]
+
+
+@dataclass(eq=False)
+class Interface:
+    name: str
+    mac: bytes
+    mtu: int = 1500
+    vlan_id: int = 0  # 0: untagged; non-zero: every frame is tagged and only matching frames accepted
+    vlan_prio: int = 0
+    transmit: Transmit | None = None
+    ipv4: list[ipaddress.IPv4Interface] = field(default_factory=list)
+    ipv6: list[ipaddress.IPv6Interface] = field(default_factory=list)
+    multicast_macs: set[bytes] = field(default_factory=set)
+    up: bool = True
+
+    def addresses(self, family: int) -> list[bytes]:
+        addrs = self.ipv4 if family == 4 else self.ipv6
+        return [a.ip.packed for a in addrs]
+
+    def has_address(self, ip: bytes) -> bool:
+        addrs = self.ipv4 if len(ip) == 4 else self.ipv6
+        return any(a.ip.packed == ip for a in addrs)
+
+    def source_for(self, dst: bytes) -> bytes | None:
+        """The address to send from towards `dst`: one on the same subnet if any, else the first."""
+        addrs = self.ipv4 if len(dst) == 4 else self.ipv6
+        if not addrs:
+            return None
+        d = ipaddress.ip_address(dst)
+        for a in addrs:
+            if d in a.network:
+                return a.ip.packed
+        return addrs[0].ip.packed
+
+    def send(self, frame: bytes, meta: str | None = None) -> None:
+        if self.transmit is None or not self.up:
+            return
+        self.transmit(frame, meta)

@@ -1,0 +1,374 @@
+"""The host stack's framing and path layers: frame input dispatch, ARP/ND, IPv4/IPv6 routing, ICMP.
+
+`HostIp` owns interfaces, one neighbor cache per interface, the route table, PMTU cache and the shared
+path objects; transports register per IP protocol and receive parsed frames.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chimney.host.interface import Interface
+from chimney.host.neighbor import Neighbor, NeighborCache, NeighborConfig
+from chimney.host.route import Path, PathMtuCache, RouteTable
+from chimney.links.base import Port
+from chimney.net.arp import ARP_REPLY, ARP_REQUEST
+from chimney.net.drops import Drop, DropCounters
+from chimney.net.ethernet import BROADCAST
+from chimney.net.frame import Frame, encode_arp_frame, encode_ipv4_frame, encode_ipv6_frame, parse_frame
+from chimney.net.icmp import (
+    CODE_FRAG_NEEDED,
+    ERROR_TYPES,
+    ICMP_DEST_UNREACH,
+    ICMP_ECHO_REQUEST,
+    build_icmp_echo_reply,
+)
+from chimney.net.icmpv6 import (
+    ICMP6_DEST_UNREACH,
+    ICMP6_ECHO_REPLY,
+    ICMP6_ECHO_REQUEST,
+    ICMP6_PACKET_TOO_BIG,
+    ICMP6_PARAM_PROBLEM,
+    ICMP6_TIME_EXCEEDED,
+    ND_NEIGHBOR_ADVERT,
+    ND_NEIGHBOR_SOLICIT,
+    build_icmpv6_echo,
+    build_neighbor_advert,
+    build_neighbor_solicit,
+    multicast_mac,
+    solicited_node_multicast,
+)
+from chimney.net.ipv4 import IPPROTO_ICMP
+from chimney.net.ipv6 import NH_ICMPV6
+from chimney.sim.scheduler import Scheduler
+
+ALL_NODES_V6 = ipaddress.ip_address("ff02::1").packed
+_ICMP6_ERRORS = frozenset((ICMP6_DEST_UNREACH, ICMP6_PACKET_TOO_BIG, ICMP6_TIME_EXCEEDED, ICMP6_PARAM_PROBLEM))
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpError:
+    """An ICMP error about a packet we sent, as transports see it (RFC 1122 4.2.3.9, RFC 4443)."""
+
+    family: int
+    type: int
+    code: int
+    mtu: int  # next-hop MTU for frag-needed / packet-too-big, else 0
+    proto: int  # protocol of the quoted packet
+    local: bytes  # quoted source (us)
+    remote: bytes
+    local_port: int
+    remote_port: int
+    seq: int  # quoted TCP sequence number (0 if not TCP)
+
+    @property
+    def is_pmtu(self) -> bool:
+        if self.family == 4:
+            return self.type == ICMP_DEST_UNREACH and self.code == CODE_FRAG_NEEDED
+        return self.type == ICMP6_PACKET_TOO_BIG
+
+
+ProtocolHandler = Callable[[Frame, Interface], None]
+ErrorListener = Callable[[IcmpError], None]
+
+
+class HostIp:
+    """Framing + path layers of one host. Sans-I/O except through interfaces' transmit callables."""
+
+    def __init__(self, scheduler: Scheduler, name: str = "host", neighbor_config: NeighborConfig | None = None) -> None:
+        self.scheduler = scheduler
+        self.name = name
+        self.interfaces: dict[str, Interface] = {}
+        self.neighbors: dict[str, NeighborCache] = {}
+        self.routes = RouteTable()
+        self.pmtu = PathMtuCache()
+        self.paths: dict[tuple[bytes, bytes], Path] = {}
+        self.protocols: dict[int, ProtocolHandler] = {}
+        self.error_listeners: list[ErrorListener] = []
+        self.neighbor_listeners: list[Callable[[str, Neighbor, bytes | None], None]] = []
+        self.parse_drops = DropCounters()
+        self.drops: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+        self._neighbor_config = neighbor_config
+        self._ip_id = 0  # the host uses the lower half of the IPv4 ID space (R-SEND-12)
+
+    # -- configuration ----------------------------------------------------------------------------
+
+    def add_interface(
+        self, name: str, mac: bytes, *, mtu: int = 1500, vlan_id: int = 0, vlan_prio: int = 0, port: Port | None = None
+    ) -> Interface:
+        if name in self.interfaces:
+            raise ValueError(f"{self.name}: interface {name} exists")
+        iface = Interface(name, mac, mtu, vlan_id, vlan_prio)
+        iface.multicast_macs.add(multicast_mac(ALL_NODES_V6))
+        self.interfaces[name] = iface
+        self.neighbors[name] = NeighborCache(
+            self.scheduler,
+            lambda n, unicast, iface=iface: self._solicit(iface, n, unicast),
+            self._neighbor_config,
+            on_change=lambda n, old, name=name: self._neighbor_changed(name, n, old),
+        )
+        if port is not None:
+            self.attach_port(iface, port)
+        return iface
+
+    def attach_port(self, iface: Interface, port: Port) -> None:
+        iface.transmit = port.send
+        if port.mtu < iface.mtu:
+            iface.mtu = port.mtu
+        port.set_receiver(lambda frame, iface=iface: self.input_frame(iface, frame))
+
+    def add_address(self, ifname: str, cidr: str, *, announce: bool = True) -> None:
+        """Configure an address and its connected route; announce it (gratuitous ARP / unsolicited NA)."""
+        iface = self.interfaces[ifname]
+        addr = ipaddress.ip_interface(cidr)
+        if addr.version == 4:
+            iface.ipv4.append(addr)  # type: ignore[arg-type]
+        else:
+            iface.ipv6.append(addr)  # type: ignore[arg-type]
+            iface.multicast_macs.add(multicast_mac(solicited_node_multicast(addr.ip.packed)))
+        self.routes.add(str(addr.network), ifname)
+        if announce:
+            self.announce(ifname, addr.ip.packed)
+
+    def announce(self, ifname: str, ip: bytes) -> None:
+        iface = self.interfaces[ifname]
+        if len(ip) == 4:
+            frame = encode_arp_frame(ARP_REQUEST, iface.mac, ip, ip, vlan_id=iface.vlan_id, vlan_prio=iface.vlan_prio)
+        else:
+            na = build_neighbor_advert(ip, ALL_NODES_V6, ip, iface.mac, solicited=False, override=True)
+            frame = encode_ipv6_frame(
+                iface.mac, multicast_mac(ALL_NODES_V6), ip, ALL_NODES_V6, NH_ICMPV6, na, hop_limit=255,
+                vlan_id=iface.vlan_id, vlan_prio=iface.vlan_prio,
+            )
+        self.counters["gratuitous_sent"] += 1
+        iface.send(frame, "gratuitous announcement")
+
+    def is_local(self, ip: bytes) -> bool:
+        return any(i.has_address(ip) for i in self.interfaces.values())
+
+    # -- paths (the chimney's path state objects) ---------------------------------------------------
+
+    def path(self, src: bytes | None, dst: bytes) -> Path | None:
+        """The shared path object for (src, dst); None when there is no route."""
+        hop = self.routes.next_hop(dst)
+        if hop is None:
+            return None
+        route, next_hop = hop
+        iface = self.interfaces[route.interface]
+        if src is None:
+            src = iface.source_for(dst)
+            if src is None:
+                return None
+        key = (src, dst)
+        p = self.paths.get(key)
+        link_mtu = min(iface.mtu, route.mtu or iface.mtu)
+        mtu = self.pmtu.get(dst, link_mtu, self.scheduler.now)
+        if p is None:
+            p = self.paths[key] = Path(src, dst, route.interface, next_hop, mtu)
+        else:
+            p.mtu = mtu
+        return p
+
+    def neighbor_for(self, path: Path) -> Neighbor:
+        return self.neighbors[path.interface].entry(path.next_hop)
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def next_ip_id(self) -> int:
+        self._ip_id = (self._ip_id + 1) & 0x7FFF
+        return self._ip_id
+
+    def resolve_and_send(self, path: Path, build: Callable[[bytes], bytes], meta: str | None = None) -> bool:
+        """Resolve the path's next hop and transmit `build(next_hop_mac)`; queued while resolving."""
+        iface = self.interfaces[path.interface]
+        return self.neighbors[path.interface].resolve(
+            path.next_hop, lambda mac: iface.send(build(mac), meta)
+        )
+
+    def send_ip(self, dst: bytes, proto: int, payload: bytes, *, src: bytes | None = None, ttl: int = 64,
+                tos: int = 0, meta: str | None = None) -> bool:
+        """Send one IP datagram (control plane: ICMP and the like). False when unroutable or dropped."""
+        p = self.path(src, dst)
+        if p is None:
+            self.drops["no_route"] += 1
+            return False
+        iface = self.interfaces[p.interface]
+        if len(dst) == 4:
+            ident = self.next_ip_id()
+
+            def build(mac: bytes) -> bytes:
+                return encode_ipv4_frame(iface.mac, mac, p.source, dst, proto, payload, ttl=ttl, tos=tos,
+                                         ident=ident, vlan_id=iface.vlan_id, vlan_prio=iface.vlan_prio)
+        else:
+
+            def build(mac: bytes) -> bytes:
+                return encode_ipv6_frame(iface.mac, mac, p.source, dst, proto, payload, hop_limit=ttl, tclass=tos,
+                                         vlan_id=iface.vlan_id, vlan_prio=iface.vlan_prio)
+
+        self.counters["ip_out"] += 1
+        return self.resolve_and_send(p, build, meta)
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def input_frame(self, iface: Interface, frame: bytes | memoryview) -> None:
+        f = parse_frame(frame)
+        if type(f) is Drop:
+            self.parse_drops.add(f)
+            return
+        assert isinstance(f, Frame)
+        # 802.1Q per interface: a tagged interface accepts only its VLAN; an untagged one only
+        # untagged or priority-tagged (VID 0) frames.
+        vid = f.vlan_id or 0
+        if vid != iface.vlan_id:
+            self.drops["vlan_mismatch"] += 1
+            return
+        dst = f.eth_dst
+        if dst != iface.mac and dst != BROADCAST and dst not in iface.multicast_macs:
+            self.drops["not_our_mac"] += 1
+            return
+        if f.arp is not None:
+            self._input_arp(iface, f)
+            return
+        if f.ip_dst is None or (not iface.has_address(f.ip_dst) and not self._is_our_multicast(iface, f.ip_dst)):
+            self.drops["not_our_address"] += 1
+            return
+        if f.is_fragment:
+            # Reassembly is not implemented; the contract only needs fragments recognised (R-RX-06).
+            self.drops["fragment"] += 1
+            return
+        self.counters["ip_in"] += 1
+        proto = f.l4_proto
+        if f.icmp is not None:
+            self._input_icmp(iface, f)
+        elif f.icmp6 is not None:
+            self._input_icmp6(iface, f)
+        else:
+            handler = self.protocols.get(proto) if proto is not None else None
+            if handler is None:
+                self.drops["no_protocol"] += 1
+                return
+            handler(f, iface)
+
+    def _is_our_multicast(self, iface: Interface, ip: bytes) -> bool:
+        if len(ip) != 16 or ip[0] != 0xFF:
+            return False
+        return ip == ALL_NODES_V6 or any(solicited_node_multicast(a) == ip for a in iface.addresses(6))
+
+    def _input_arp(self, iface: Interface, f: Frame) -> None:
+        a = f.arp
+        assert a is not None
+        cache = self.neighbors[iface.name]
+        ours = iface.has_address(a.target_ip)
+        self.counters["arp_in"] += 1
+        if a.sender_ip == a.target_ip or not ours:
+            # gratuitous ARP or a conversation between others: only refresh an entry we already have (RFC 826)
+            if cache.get(a.sender_ip) is not None and a.sender_ip != b"\x00\x00\x00\x00":
+                cache.learn(a.sender_ip, a.sender_mac, solicited=False)
+            return
+        if a.op == ARP_REQUEST:
+            cache.learn(a.sender_ip, a.sender_mac, solicited=False)
+            reply = encode_arp_frame(ARP_REPLY, iface.mac, a.target_ip, a.sender_ip, target_mac=a.sender_mac,
+                                     vlan_id=iface.vlan_id, vlan_prio=iface.vlan_prio)
+            self.counters["arp_replies"] += 1
+            iface.send(reply, "ARP reply")
+        elif a.op == ARP_REPLY:
+            cache.learn(a.sender_ip, a.sender_mac, solicited=True)
+
+    def _input_icmp(self, iface: Interface, f: Frame) -> None:
+        m = f.icmp
+        assert m is not None and f.ip_src is not None and f.ip_dst is not None
+        self.counters["icmp_in"] += 1
+        if m.type == ICMP_ECHO_REQUEST:
+            self.counters["echo_replies"] += 1
+            self.send_ip(f.ip_src, IPPROTO_ICMP, build_icmp_echo_reply(m), src=f.ip_dst, meta="ICMP echo reply")
+        elif m.type in ERROR_TYPES and m.quote is not None:
+            self._deliver_error(
+                IcmpError(4, m.type, m.code, m.mtu, m.quoted_proto, m.quoted_src, m.quoted_dst,
+                          m.quoted_sport, m.quoted_dport, m.quoted_seq)
+            )
+
+    def _input_icmp6(self, iface: Interface, f: Frame) -> None:
+        m = f.icmp6
+        assert m is not None and f.ip_src is not None and f.ip_dst is not None
+        self.counters["icmp_in"] += 1
+        cache = self.neighbors[iface.name]
+        t = m.type
+        if t == ND_NEIGHBOR_SOLICIT:
+            if f.ttl != 255 or not iface.has_address(m.target):
+                self.drops["nd_invalid"] += 1  # RFC 4861 7.1.1: hop limit must be 255
+                return
+            unspecified = f.ip_src == bytes(16)
+            if m.source_lladdr is not None and not unspecified:
+                cache.learn(f.ip_src, m.source_lladdr, solicited=False)
+            dst = ALL_NODES_V6 if unspecified else f.ip_src
+            na = build_neighbor_advert(m.target, dst, m.target, iface.mac, solicited=not unspecified, override=True)
+            dmac = multicast_mac(ALL_NODES_V6) if unspecified else (m.source_lladdr or f.eth_src)
+            frame = encode_ipv6_frame(iface.mac, dmac, m.target, dst, NH_ICMPV6, na, hop_limit=255,
+                                      vlan_id=iface.vlan_id, vlan_prio=iface.vlan_prio)
+            self.counters["na_sent"] += 1
+            iface.send(frame, "neighbor advertisement")
+        elif t == ND_NEIGHBOR_ADVERT:
+            if f.ttl != 255:
+                self.drops["nd_invalid"] += 1
+                return
+            mac = m.target_lladdr or f.eth_src
+            cache.learn(m.target, mac, solicited=m.solicited, override=m.override)
+        elif t == ICMP6_ECHO_REQUEST:
+            self.counters["echo_replies"] += 1
+            reply = build_icmpv6_echo(f.ip_dst, f.ip_src, m.ident, m.seq, bytes(m.data[4:]), reply=True)
+            self.send_ip(f.ip_src, NH_ICMPV6, reply, src=f.ip_dst, meta="ICMPv6 echo reply")
+        elif t == ICMP6_ECHO_REPLY:
+            self.counters["echo_reply_in"] += 1
+        elif t in _ICMP6_ERRORS and m.quote is not None:
+            self._deliver_error(
+                IcmpError(6, t, m.code, m.mtu, m.quoted_next_header, m.quoted_src, m.quoted_dst,
+                          m.quoted_sport, m.quoted_dport, m.quoted_seq)
+            )
+
+    def _deliver_error(self, err: IcmpError) -> None:
+        if not self.is_local(err.local):
+            self.drops["icmp_error_not_ours"] += 1
+            return
+        self.counters["icmp_errors"] += 1
+        if err.is_pmtu:
+            p = self.paths.get((err.local, err.remote))
+            current = p.mtu if p is not None else self._link_mtu(err.remote)
+            new = self.pmtu.learn(err.remote, err.mtu, current, self.scheduler.now)
+            if new is not None and p is not None:
+                p.mtu = new
+        for cb in self.error_listeners:
+            cb(err)
+
+    def _link_mtu(self, dst: bytes) -> int:
+        hop = self.routes.next_hop(dst)
+        return self.interfaces[hop[0].interface].mtu if hop else 1500
+
+    # -- neighbor plumbing --------------------------------------------------------------------------
+
+    def _solicit(self, iface: Interface, n: Neighbor, unicast: bool) -> None:
+        src = iface.source_for(n.ip)
+        if src is None:
+            return
+        if n.family == 4:
+            dst_mac = n.mac if unicast and n.mac else None
+            frame = encode_arp_frame(ARP_REQUEST, iface.mac, src, n.ip, eth_dst=dst_mac,
+                                     vlan_id=iface.vlan_id, vlan_prio=iface.vlan_prio)
+        else:
+            if unicast and n.mac:
+                dst_ip, dst_mac = n.ip, n.mac
+            else:
+                dst_ip = solicited_node_multicast(n.ip)
+                dst_mac = multicast_mac(dst_ip)
+            ns = build_neighbor_solicit(src, dst_ip, n.ip, iface.mac)
+            frame = encode_ipv6_frame(iface.mac, dst_mac, src, dst_ip, NH_ICMPV6, ns, hop_limit=255,
+                                      vlan_id=iface.vlan_id, vlan_prio=iface.vlan_prio)
+        self.counters["solicits_sent"] += 1
+        iface.send(frame, "neighbor solicitation")
+
+    def _neighbor_changed(self, ifname: str, n: Neighbor, old: bytes | None) -> None:
+        for cb in self.neighbor_listeners:
+            cb(ifname, n, old)
