@@ -20,6 +20,11 @@ class Mode(Enum):
     OFF = "off"
 
 
+# Module constants: reading an Enum member off its class costs ~0.3 µs on 3.11, too much per NBL.
+MODE_OFF = Mode.OFF
+MODE_STRICT = Mode.STRICT
+
+
 class ContractViolation(Exception):
     """A broken chimney/NDIS contract rule, with the objects involved and a readable explanation."""
 
@@ -45,11 +50,11 @@ class Verifier:
 
     @property
     def enabled(self) -> bool:
-        return self.mode is not Mode.OFF
+        return self.mode is not MODE_OFF
 
     def check(self, ok: bool, rule_id: str, message: str, *objects: Any) -> bool:
         """Record that `rule_id` was checked; report a violation when `ok` is false."""
-        if self.mode is Mode.OFF:
+        if self.mode is MODE_OFF:
             return ok
         self.checks[rule_id] += 1
         if not ok:
@@ -57,11 +62,11 @@ class Verifier:
         return ok
 
     def fail(self, rule_id: str, message: str, *objects: Any) -> None:
-        if self.mode is Mode.OFF:
+        if self.mode is MODE_OFF:
             return
         v = ContractViolation(rule_id, message, objects)
         self.violations.append(v)
-        if self.mode is Mode.STRICT:
+        if self.mode is MODE_STRICT:
             raise v
 
     def rule_ids(self) -> list[str]:
