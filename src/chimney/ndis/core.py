@@ -1,0 +1,1463 @@
+"""The `Ndis` library object: driver registry, adapters, bindings (protocol -> [IM ...] -> miniport) and
+the routing of every call, completion and indication, with the contract checks made at each crossing.
+
+NDIS name -> Python name (all methods of `Ndis` unless noted):
+  NdisMRegisterMiniportDriver / NdisRegisterProtocolDriver -> register_miniport_driver / register_protocol_driver
+  NdisIMRegisterDriver (both edges) -> register_intermediate_driver
+  NdisSetOptionalHandlers -> set_optional_handlers;  NdisMGetOffloadHandlers -> m_get_offload_handlers
+  NdisMSetMiniportAttributes -> m_set_miniport_attributes
+  (PnP) adapter arrival / MiniportInitializeEx -> add_adapter;  NdisIMInitializeDeviceInstanceEx -> add_im
+  ProtocolBindAdapterEx+NdisOpenAdapterEx -> bind;  ProtocolUnbindAdapterEx+NdisCloseAdapterEx -> unbind
+  MiniportPause/Restart/HaltEx -> pause_adapter / restart_adapter / halt_adapter;
+  NdisMPauseComplete / NdisMRestartComplete -> m_pause_complete / m_restart_complete
+  NdisSendNetBufferLists -> send_net_buffer_lists;  NdisMSendNetBufferListsComplete -> m_send_net_buffer_lists_complete
+  NdisMIndicateReceiveNetBufferLists / NdisReturnNetBufferLists -> see chimney.ndis.receive (mixin)
+  NdisInitiateOffload / NdisTerminateOffload / NdisUpdateOffload / NdisInvalidateOffload / NdisQueryOffloadState
+    -> initiate_offload / terminate_offload / update_offload / invalidate_offload / query_offload_state
+  NdisMInitiateOffloadComplete (... NdisMQueryOffloadStateComplete) -> m_initiate_offload_complete (...
+    m_query_offload_state_complete)
+  NdisOffloadTcpSend/Receive/Disconnect/Forward/ReceiveReturn -> offload_tcp_send / _receive / _disconnect /
+    _forward / _receive_return
+  NdisTcpOffloadSend/Receive/Disconnect/ForwardComplete -> tcp_offload_send_complete (...)
+  NdisTcpOffloadReceiveHandler -> tcp_offload_receive_handler;  NdisTcpOffloadEventHandler -> tcp_offload_event_handler
+  NdisMOffloadEventIndicate -> m_offload_event_indicate;  NdisMIndicateStatusEx -> m_indicate_status_ex
+  NdisOidRequest / NdisMOidRequestComplete -> oid_request / m_oid_request_complete
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from chimney.ndis.blocklist import (
+    STATUS_UNSET,
+    MiniportOffloadBlockList,
+    NdisObjectHeader,
+    NdisOffloadHandle,
+    NdisOffloadHandleRef,
+    NodeRole,
+    ProtocolOffloadBlockList,
+    Slot,
+    iter_tree,
+    mbl_results_to_pbl,
+    mbl_to_pbl,
+    node_role,
+    pbl_to_mbl,
+    tree_shape_problems,
+)
+from chimney.ndis.buffers import NBL_STATUS_UNSET, NDIS_OWNER, NetBufferList
+from chimney.ndis.driver import (
+    ClientChimneyOffloadGenericCharacteristics,
+    ClientChimneyOffloadTcpCharacteristics,
+    IntermediateDriver,
+    MiniportDriver,
+    NdisTcpOffloadEventHandlers,
+    ProtocolDriver,
+    ProviderChimneyOffloadGenericCharacteristics,
+    ProviderChimneyOffloadTcpCharacteristics,
+    all_handlers_set,
+)
+from chimney.ndis.offload_state import (
+    NDIS_TCP_CHIMNEY_OFFLOAD,
+    IndicateOffloadEvent,
+    OffloadStateType,
+    TcpOffloadEventType,
+    TcpUploadReason,
+)
+from chimney.ndis.oid import (
+    CONFIGURATION_SETS,
+    NDIS_ANSWERED_QUERIES,
+    OID_PNP_SET_POWER,
+    OID_TCP_CONNECTION_OFFLOAD_PARAMETERS,
+    NdisDevicePowerState,
+    NdisOidRequest,
+    NdisRequestType,
+    NdisTcpConnectionOffload,
+)
+from chimney.ndis.ownership import OwnershipTracker
+from chimney.ndis.receive import ReceivePath
+from chimney.ndis.status import INITIATE_NODE_STATUSES, OTHER_OP_NODE_STATUSES, NdisStatus
+from chimney.ndis.verifier import Mode, Verifier
+
+NDIS_SEND_FLAGS_DISPATCH_LEVEL = 0x00000001
+NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL = 0x00000001
+NDIS_HALT_DEVICE_SURPRISE_REMOVED = 1
+NDIS_HALT_DRIVER_UNLOADED = 2
+NDIS_HALT_DEVICE_DISABLED = 3
+NDIS_HALT_DEVICE_POWERED_DOWN = 4
+NDIS_HALT_DEVICE_STOPPED = 5
+
+# NDIS_CHIMNEY_OFFLOAD_TYPE values that exist but NDIS does not support (reserved).
+RESERVED_CHIMNEY_TYPES = frozenset({2, 3})  # NdisIpsecChimneyOffload, NdisRdmaChimneyOffload
+
+
+class NdisUsageError(RuntimeError):
+    """A call NDIS cannot route at all (unknown handle, unregistered driver, wrong object kind)."""
+
+
+class AdapterState(Enum):
+    INITIALIZING = "initializing"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    RUNNING = "running"
+    PAUSING = "pausing"
+    HALTED = "halted"
+
+
+class BindingState(Enum):
+    OPENING = "opening"
+    RUNNING = "running"
+    PAUSED = "paused"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Op(Enum):
+    """The five state-manipulation operations (§3.2)."""
+
+    INITIATE = "initiate"
+    TERMINATE = "terminate"
+    UPDATE = "update"
+    INVALIDATE = "invalidate"
+    QUERY = "query"
+
+
+_OP_PROVIDER = {
+    Op.INITIATE: "initiate_offload_handler",
+    Op.TERMINATE: "terminate_offload_handler",
+    Op.UPDATE: "update_offload_handler",
+    Op.INVALIDATE: "invalidate_offload_handler",
+    Op.QUERY: "query_offload_handler",
+}
+_OP_CLIENT = {
+    Op.INITIATE: "initiate_offload_complete_handler",
+    Op.TERMINATE: "terminate_offload_complete_handler",
+    Op.UPDATE: "update_offload_complete_handler",
+    Op.INVALIDATE: "invalidate_offload_complete_handler",
+    Op.QUERY: "query_offload_complete_handler",
+}
+_OP_NDIS_NAME = {
+    Op.INITIATE: "NdisMInitiateOffloadComplete",
+    Op.TERMINATE: "NdisMTerminateOffloadComplete",
+    Op.UPDATE: "NdisMUpdateOffloadComplete",
+    Op.INVALIDATE: "NdisMInvalidateOffloadComplete",
+    Op.QUERY: "NdisMQueryOffloadStateComplete",
+}
+
+
+@dataclass(slots=True)
+class NdisStatusIndication:
+    """NDIS_STATUS_INDICATION as delivered to ProtocolStatusEx."""
+
+    source_handle: Any
+    status_code: int
+    status_buffer: Any = None
+    port_number: int = 0
+
+
+class DriverHandle:
+    """NdisDriverHandle / NdisProtocolHandle: one per registered driver edge; holds the optional
+    chimney handler tables that edge registered in its SetOptions handler."""
+
+    __slots__ = (
+        "client_generic",
+        "client_tcp",
+        "driver",
+        "in_set_options",
+        "kind",
+        "provider_generic",
+        "provider_tcp",
+    )
+
+    def __init__(self, driver: Any, kind: str) -> None:
+        self.driver = driver
+        self.kind = kind  # "miniport" or "protocol"
+        self.in_set_options = False
+        self.provider_generic: ProviderChimneyOffloadGenericCharacteristics | None = None
+        self.provider_tcp: ProviderChimneyOffloadTcpCharacteristics | None = None
+        self.client_generic: ClientChimneyOffloadGenericCharacteristics | None = None
+        self.client_tcp: ClientChimneyOffloadTcpCharacteristics | None = None
+
+    @property
+    def chimney_provider(self) -> bool:
+        return self.provider_generic is not None and self.provider_tcp is not None
+
+    @property
+    def chimney_client(self) -> bool:
+        return self.client_generic is not None and self.client_tcp is not None
+
+    def __repr__(self) -> str:
+        return f"<DriverHandle {self.kind} {self.driver.name}>"
+
+
+class Adapter:
+    """NdisMiniportHandle: one miniport adapter (physical, or an IM's virtual miniport)."""
+
+    __slots__ = (
+        "bindings",
+        "binds_ever",
+        "chimney_indicated",
+        "chimney_refused",
+        "context",
+        "dh",
+        "driver",
+        "in_initialize",
+        "lower_binding",
+        "name",
+        "ndis",
+        "offload_caps",
+        "offload_handler_types",
+        "offload_params",
+        "offloaded",
+        "outstanding_roots",
+        "owner",
+        "rx_refs",
+        "solo",
+        "stamp",
+        "state",
+    )
+
+    def __init__(self, ndis: Ndis, driver: MiniportDriver, dh: DriverHandle, name: str) -> None:
+        self.ndis = ndis
+        self.driver = driver
+        self.dh = dh
+        self.name = name
+        self.owner = driver.name  # NBL owner name while the miniport holds NBLs
+        self.context: Any = self
+        self.state = AdapterState.INITIALIZING
+        self.bindings: list[Binding] = []
+        self.lower_binding: Binding | None = None  # set for IM virtual miniports
+        # Completion routing: the first binding, and whether sends must carry a SourceHandle stamp
+        # (always with the verifier on; with it off only once a second binding ever appeared).
+        self.solo: Binding | None = None
+        self.stamp = False
+        self.binds_ever = 0
+        self.in_initialize = False
+        self.offload_caps: NdisTcpConnectionOffload | None = None
+        self.offload_params: Any = None
+        self.offload_handler_types: set[int] = set()
+        # Receive path: NBL serial -> [nbl, protocols still holding it, holder bindings or None]
+        self.rx_refs: dict[int, list[Any]] = {}
+        # Verifier-only bookkeeping.
+        self.chimney_indicated: dict[int, NetBufferList] = {}  # accepted indications, host holds (R-IND-14)
+        self.chimney_refused: set[int] = set()  # refused indications (R-IND-07)
+        self.outstanding_roots: dict[int, tuple[Op, MiniportOffloadBlockList]] = {}  # R-TREE-03
+        self.offloaded: dict[int, Slot] = {}  # id(slot) -> slot of each offloaded object (R-PM-01)
+
+    @property
+    def chimney_capable(self) -> bool:
+        return self.dh.chimney_provider
+
+    def __repr__(self) -> str:
+        return f"<Adapter {self.name} ({self.driver.name}) {self.state.value}>"
+
+
+
+class Binding:
+    """NdisBindingHandle: one open binding of a protocol (or IM protocol edge) to an adapter."""
+
+    __slots__ = (
+        "adapter",
+        "context",
+        "dh",
+        "name",
+        "ndis",
+        "protocol",
+        "sends_out",
+        "state",
+        "upper_adapter",
+    )
+
+    def __init__(self, ndis: Ndis, protocol: ProtocolDriver, dh: DriverHandle, adapter: Adapter) -> None:
+        self.ndis = ndis
+        self.protocol = protocol
+        self.dh = dh
+        self.adapter = adapter
+        self.context: Any = self  # ProtocolBindingContext; the protocol may replace it in bind_adapter_ex
+        self.state = BindingState.OPENING
+        self.upper_adapter: Adapter | None = None  # the IM's virtual miniport above this binding
+        self.name = f"{protocol.name}->{adapter.name}"
+        self.sends_out = 0  # verifier only: NBLs sent and not yet completed
+
+    @property
+    def binding(self) -> Binding:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<Binding {self.name} {self.state.value}>"
+
+
+# ------------------------------------------------------------------------------------------- checks
+
+
+class BoundaryChecks:
+    """Every contract check NDIS makes, one method per crossing. Only exists while the verifier is on;
+    later rules go into the method of the crossing they belong to."""
+
+    def __init__(self, ndis: Ndis) -> None:
+        self.ndis = ndis
+        self.v = ndis.verifier
+        self.tracker = ndis.tracker
+
+    # -- send path (normal sends and chimney I/O requests) ----------------------------------------------
+
+    def send(self, binding: Binding, head: NetBufferList | None, what: str) -> None:
+        """R-NBL-02: the sender owns every NBL it passes; NDIS stamps SourceHandle and counts the NBLs.
+
+        The NB structure (R-NBL-03) is snapshotted only where the creator sends (not at IM re-sends)."""
+        if head is None:
+            raise NdisUsageError(f"{what} with an empty chain")
+        tracker = self.tracker
+        tracker.transfer(head, frm=binding.protocol.name, to=binding.adapter.owner, rule_id="R-NBL-02", op=what)
+        n = 0
+        nbl: NetBufferList | None = head
+        while nbl is not None:
+            n += 1
+            nbl.source_handle = (binding, nbl.source_handle)
+            nbl = nbl.next
+        binding.sends_out += n
+        if binding.upper_adapter is None:
+            tracker.snapshot_structure(head, chain=True)
+
+    def complete(self, adapter: Adapter, head: NetBufferList, what: str) -> list[tuple[Binding, NetBufferList, int]]:
+        """One pass over a completed chain: R-NBL-01 (Status written), R-NBL-02 (the miniport owns it and
+        NDIS sent it there: SourceHandle), pop SourceHandle, split by binding. Bad NBLs are dropped
+        (counted) when the verifier records instead of raising."""
+        owner = adapter.owner
+        unset = NBL_STATUS_UNSET
+        tuple_ = tuple
+        # Fast path: every NBL good and from the same binding (the usual case): pop as we check.
+        sh = head.source_handle
+        b = sh[0] if type(sh) is tuple_ else None
+        if b is not None and b.adapter is adapter:
+            n = 0
+            nbl: NetBufferList | None = head
+            while nbl is not None:
+                sh = nbl.source_handle
+                if type(sh) is not tuple_ or sh[0] is not b or nbl.owner != owner or nbl.status == unset:
+                    # Undo the pops so far; the slow path reports and splits.
+                    undo: NetBufferList | None = head
+                    while undo is not nbl:
+                        undo.source_handle = (b, undo.source_handle)  # type: ignore[union-attr]
+                        undo = undo.next  # type: ignore[union-attr]
+                    break
+                nbl.source_handle = sh[1]
+                n += 1
+                nbl = nbl.next
+            else:
+                self.v.checks["R-NBL-01"] += 1
+                return [(b, head, n)]
+        return self._complete_slow(adapter, head, what)
+
+    def _complete_slow(
+        self, adapter: Adapter, head: NetBufferList, what: str
+    ) -> list[tuple[Binding, NetBufferList, int]]:
+        v = self.v
+        owner = adapter.owner
+        groups: list[tuple[Binding, NetBufferList, int]] = []
+        b: Binding | None = None
+        first: NetBufferList | None = None
+        prev: NetBufferList | None = None
+        n = 0
+        nbl: NetBufferList | None = head
+        while nbl is not None:
+            nxt = nbl.next
+            if nbl.status == NBL_STATUS_UNSET:
+                v.fail("R-NBL-01", f"{what}: Status not written before completion", nbl)
+            sh = nbl.source_handle
+            if nbl.owner != owner or type(sh) is not tuple or sh[0].adapter is not adapter:
+                v.fail(
+                    "R-NBL-02",
+                    f"{what}: {adapter.name} completed {nbl!r} it does not hold (SourceHandle {sh!r})"
+                    f"{self.tracker._history_text(nbl)}",
+                    nbl,
+                )
+                self.ndis.counters["unroutable_completions"] = self.ndis.counters.get("unroutable_completions", 0) + 1
+                nbl = nxt
+                continue
+            nb, nbl.source_handle = sh
+            if nb is not b:
+                if prev is not None:
+                    prev.next = None
+                    groups.append((b, first, n))  # type: ignore[arg-type]
+                b, first, n = nb, nbl, 0
+            elif prev is not None:
+                prev.next = nbl
+            prev = nbl
+            n += 1
+            nbl = nxt
+        if prev is not None:
+            prev.next = None
+            groups.append((b, first, n))  # type: ignore[arg-type]
+        v.checks["R-NBL-01"] += 1
+        return groups
+
+    def delivered(self, binding: Binding, head: NetBufferList, n: int, what: str) -> None:
+        tracker = self.tracker
+        tracker.transfer(head, frm=binding.adapter.owner, to=binding.protocol.name, rule_id="R-NBL-02", op=what)
+        binding.sends_out -= n
+        if binding.upper_adapter is None:
+            tracker.verify_structure(head, "R-NBL-03", what, chain=True)
+
+    # -- registration ----------------------------------------------------------------------------------
+
+    def set_optional_handlers(self, dh: DriverHandle, chars: Any) -> bool:
+        v = self.v
+        provider = isinstance(
+            chars, ProviderChimneyOffloadGenericCharacteristics | ProviderChimneyOffloadTcpCharacteristics
+        )
+        ok = v.check(
+            dh.in_set_options,
+            "R-INIT-03",
+            f"NdisSetOptionalHandlers by {dh.driver.name} outside its SetOptions handler",
+            chars,
+        )
+        edge_ok = (dh.kind == "miniport") == provider
+        ok = (
+            v.check(
+                edge_ok,
+                "R-INIT-03",
+                f"{type(chars).__name__} registered from the {dh.kind} edge of {dh.driver.name}",
+                chars,
+            )
+            and ok
+        )
+        missing = all_handlers_set(chars)
+        if isinstance(chars, ProviderChimneyOffloadGenericCharacteristics):
+            ok = v.check(not missing, "R-INIT-01", f"generic provider table lacks {missing}", chars) and ok
+        elif isinstance(chars, ProviderChimneyOffloadTcpCharacteristics):
+            ok = v.check(not missing, "R-INIT-02", f"TCP provider table lacks {missing}", chars) and ok
+            ok = (
+                v.check(
+                    chars.offload_type == NDIS_TCP_CHIMNEY_OFFLOAD,
+                    "R-INIT-02",
+                    f"TCP provider table OffloadType {chars.offload_type} != NdisTcpChimneyOffload",
+                    chars,
+                )
+                and ok
+            )
+        elif isinstance(dh.driver, IntermediateDriver):
+            ok = v.check(not missing, "R-IM-01", f"IM client table lacks {missing}", chars) and ok
+        if isinstance(chars, ClientChimneyOffloadTcpCharacteristics):
+            ok = (
+                v.check(
+                    chars.offload_type == NDIS_TCP_CHIMNEY_OFFLOAD,
+                    "R-INIT-03",
+                    f"TCP client table OffloadType {chars.offload_type} != NdisTcpChimneyOffload",
+                    chars,
+                )
+                and ok
+            )
+        return ok
+
+    # -- state operations ---------------------------------------------------------------------------------
+
+    def state_op(self, op: Op, binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
+        problems = tree_shape_problems(pbl)
+        self.v.check(not problems, "R-TREE-01", f"{op.value} tree malformed: {problems}", pbl)
+        if op is Op.INITIATE:
+            for node in iter_tree(pbl):
+                if node.net_buffer_list_chain is not None:
+                    self.tracker.transfer(
+                        node.net_buffer_list_chain,
+                        frm=binding.protocol.name,
+                        to=binding.adapter.owner,
+                        rule_id="R-NBL-02",
+                        op="NdisInitiateOffload NetBufferListChain",
+                    )
+
+    def state_complete(self, op: Op, adapter: Adapter, mbl: MiniportOffloadBlockList) -> bool:
+        v = self.v
+        what = _OP_NDIS_NAME[op]
+        entry = adapter.outstanding_roots.get(id(mbl))
+        if not v.check(
+            entry is not None and entry[0] is op and entry[1] is mbl,
+            "R-TREE-03",
+            f"{what} on {adapter.name} with a root that is not an outstanding {op.value} tree",
+            mbl,
+        ):
+            return False
+        allowed = INITIATE_NODE_STATUSES if op is Op.INITIATE else OTHER_OP_NODE_STATUSES
+        for node in iter_tree(mbl):
+            pnode = node.ndis_reserved[0]
+            if not v.check(node.status != STATUS_UNSET, "R-TREE-02", f"{what}: node Status never written", node):
+                continue
+            v.check(
+                node.status in allowed,
+                "R-TREE-15" if op is not Op.INITIATE else "R-TREE-02",
+                f"{what}: node Status 0x{node.status:08X} not allowed for {op.value}",
+                node,
+            )
+            if pnode is not None:
+                v.check(
+                    node.im_reserved is pnode.im_reserved
+                    and node.protocol_reserved is pnode.protocol_reserved
+                    and node.source_handle is pnode.source_handle,
+                    "R-TREE-10",
+                    f"{what}: ProtocolReserved/ImReserved/SourceHandle of a block list changed",
+                    node,
+                )
+            if op is Op.INITIATE:
+                role = pnode_role(node)
+                slot = node.miniport_offload_context
+                if role is NodeRole.PLACEHOLDER:
+                    v.check(node.status == NdisStatus.SUCCESS, "R-TREE-05", f"{what}: placeholder not SUCCESS", node)
+                elif role is NodeRole.NEW_OFFLOAD:
+                    own_ok = node.status in (NdisStatus.SUCCESS, NdisStatus.OFFLOAD_PARTIAL_SUCCESS)
+                    if own_ok:
+                        v.check(slot.value is not None, "R-TREE-07", f"{what}: offloaded node without context", node)
+                    else:
+                        v.check(slot.value is None, "R-TREE-08", f"{what}: failed node wrote a context", node)
+        return True
+
+    # -- chimney I/O -----------------------------------------------------------------------------------------
+
+    def io_return(self, status: int, rule_id: str, what: str, nbl: NetBufferList) -> None:
+        self.v.check(status == NdisStatus.PENDING, rule_id, f"{what} returned {status!r}, not PENDING", nbl)
+
+
+    def disconnect_complete(self, nbl: NetBufferList) -> None:
+        self.v.check(nbl.next is None, "R-DISC-01", "NdisTcpOffloadDisconnectComplete with more than one NBL", nbl)
+
+    # -- chimney receive indications and returns -----------------------------------------------------
+
+    def receive_indication(self, binding: Binding, nbl: NetBufferList, status: int) -> int:
+        """Before ProtocolTcpOffloadReceiveIndicate: R-IND-02/03; the host owns the NBL during the call."""
+        v = self.v
+        v.check(nbl.next is None, "R-IND-02", "indicated NBL has a Next NBL", nbl)
+        v.check(status == NdisStatus.SUCCESS, "R-IND-03", f"indication Status {status!r}", nbl)
+        nb = nbl.first_net_buffer
+        v.check(nb is not None and nb.next is None, "R-INIT-16", "indicated NBL does not have exactly one NB", nbl)
+        self.tracker.transfer(
+            nbl, frm=binding.adapter.owner, to=binding.protocol.name, rule_id="R-NBL-02", op="NdisTcpOffloadReceiveHandler"
+        )
+        return nbl.data_length()
+
+    def receive_indication_result(
+        self, binding: Binding, nbl: NetBufferList, ret: int, consumed: int, indicated: int
+    ) -> None:
+        """After it: R-IND-04/05/06; a refused NBL goes back to the target (and must never be returned)."""
+        v = self.v
+        adapter = binding.adapter
+        if ret == NdisStatus.SUCCESS:
+            v.check(consumed == indicated, "R-IND-04", f"SUCCESS with BytesConsumed {consumed} of {indicated}", nbl)
+            adapter.chimney_indicated[nbl.serial] = nbl
+            adapter.chimney_refused.discard(nbl.serial)
+            return
+        if ret in (NdisStatus.OFFLOAD_DATA_NOT_ACCEPTED, NdisStatus.NOT_ACCEPTED):
+            v.check(consumed == 0, "R-IND-05", f"NOT_ACCEPTED with BytesConsumed {consumed}", nbl)
+        elif ret == NdisStatus.OFFLOAD_DATA_PARTIALLY_ACCEPTED:
+            v.check(
+                0 < consumed < indicated,
+                "R-IND-06",
+                f"PARTIALLY_ACCEPTED with BytesConsumed {consumed} of {indicated}",
+                nbl,
+            )
+        else:
+            v.fail("R-IND-04", f"receive indication returned {ret!r}", nbl)
+        adapter.chimney_refused.add(nbl.serial)
+        self.tracker.transfer(
+            nbl,
+            frm=binding.protocol.name,
+            to=adapter.owner,
+            rule_id="R-NBL-02",
+            op="NdisTcpOffloadReceiveHandler (refused)",
+        )
+
+    def receive_return(self, binding: Binding, head: NetBufferList) -> None:
+        """NdisOffloadTcpReceiveReturn: R-IND-07 (never for refused indications), R-NBL-02 (host owns it)."""
+        v = self.v
+        adapter = binding.adapter
+        n: NetBufferList | None = head
+        while n is not None:
+            v.check(
+                n.serial not in adapter.chimney_refused,
+                "R-IND-07",
+                "NdisOffloadTcpReceiveReturn of an NBL whose indication was refused",
+                n,
+            )
+            adapter.chimney_indicated.pop(n.serial, None)
+            n = n.next
+        self.tracker.transfer(
+            head, frm=binding.protocol.name, to=adapter.owner, rule_id="R-NBL-02", op="NdisOffloadTcpReceiveReturn"
+        )
+
+    def receive_return_status(self, status: int, head: NetBufferList) -> None:
+        self.v.check(
+            status == NdisStatus.SUCCESS,
+            "R-IND-13",
+            f"MiniportTcpOffloadReceiveReturn returned {status!r}, not SUCCESS",
+            head,
+        )
+
+    # -- events ----------------------------------------------------------------------------------------
+
+    def tcp_event(self, event_type: int, info: int) -> None:
+        if event_type == TcpOffloadEventType.TcpIndicateRetrieve:
+            self.v.check(
+                info in _UPLOAD_REASONS, "R-EVT-06", f"TcpIndicateRetrieve with reason {info}"
+            )
+
+    def offload_event(self, mbl: MiniportOffloadBlockList | None, code: int) -> None:
+        v = self.v
+        if code == IndicateOffloadEvent.NeighborReachabilityQuery:
+            ok = (
+                mbl is not None
+                and mbl.header.type == OffloadStateType.NeighborOffloadState
+                and mbl.next_block is None
+                and mbl.dependent_block_list is None
+                and mbl.status == NdisStatus.SUCCESS
+                and len(mbl.state) == 3
+            )
+            v.check(ok, "R-NBR-05", "NeighborReachabilityQuery block list malformed", mbl)
+        else:
+            v.check(
+                code != IndicateOffloadEvent.NeighborReachabilityInDoubt and mbl is None,
+                "R-NBR-07",
+                f"NdisMOffloadEventIndicate code {code} (reserved, or with a block list)",
+                mbl,
+            )
+
+    # -- adapter life cycle, capabilities, OIDs -------------------------------------------------------------
+
+    def get_offload_handlers(self, adapter: Adapter, chimney_type: int) -> None:
+        v = self.v
+        v.check(
+            adapter.in_initialize,
+            "R-INIT-04",
+            f"NdisMGetOffloadHandlers by {adapter.name} outside MiniportInitializeEx",
+        )
+        v.check(
+            chimney_type not in adapter.offload_handler_types,
+            "R-INIT-04",
+            f"NdisMGetOffloadHandlers called twice for chimney type {chimney_type}",
+        )
+        v.check(
+            chimney_type == NDIS_TCP_CHIMNEY_OFFLOAD or chimney_type in RESERVED_CHIMNEY_TYPES,
+            "R-INIT-04",
+            f"NdisMGetOffloadHandlers with undefined chimney type {chimney_type}",
+        )
+
+    def capabilities(self, adapter: Adapter, caps: NdisTcpConnectionOffload, *, direct: bool) -> None:
+        """R-INIT-07..09 on every advertisement; R-INIT-10: set directly only during initialization."""
+        v = self.v
+        if direct:
+            v.check(
+                adapter.in_initialize,
+                "R-INIT-10",
+                f"{adapter.name} changed chimney capabilities outside initialization",
+                caps,
+            )
+        for rule_id, msg in caps.problems():
+            v.fail(rule_id, msg, caps)
+
+    def binding_quiet(self, binding: Binding, what: str) -> None:
+        """Nothing may be outstanding on a binding that closes: R-IND-14 for chimney indications, the
+        generic ownership rule (with the leak report) for received and sent NBLs."""
+        v = self.v
+        adapter = binding.adapter
+        held_chimney = [n for n in adapter.chimney_indicated.values() if n.owner == binding.protocol.name]
+        v.check(
+            not held_chimney,
+            "R-IND-14",
+            f"{what} {binding.name} while {len(held_chimney)} chimney-indicated NBL(s) are not returned: "
+            + ", ".join(repr(n) for n in held_chimney),
+            *held_chimney,
+        )
+        held_rx = [e[0] for e in adapter.rx_refs.values() if e[2] is not None and binding in e[2]]
+        v.check(
+            not held_rx,
+            "R-NBL-02",
+            f"{what} {binding.name} while it holds {len(held_rx)} received NBL(s): "
+            + ", ".join(repr(n) for n in held_rx),
+            *held_rx,
+        )
+        v.check(
+            binding.sends_out == 0,
+            "R-NBL-02",
+            f"{what} {binding.name} with {binding.sends_out} sent NBL(s) not completed\n"
+            + self.tracker.leak_report(adapter.owner),
+        )
+
+    def pause_complete(self, adapter: Adapter) -> None:
+        for b in adapter.bindings:
+            self.v.check(
+                b.sends_out == 0,
+                "R-NBL-02",
+                f"{adapter.name} paused with {b.sends_out} send NBL(s) of {b.name} not completed",
+            )
+
+    def halt(self, adapter: Adapter) -> None:
+        v = self.v
+        out = list(adapter.chimney_indicated.values())
+        v.check(
+            not out,
+            "R-IND-14",
+            f"halt of {adapter.name} while {len(out)} chimney-indicated NBL(s) are still out\n"
+            + self.tracker.leak_report(),
+            *out,
+        )
+        rx = [e[0] for e in adapter.rx_refs.values()]
+        v.check(not rx, "R-NBL-02", f"halt of {adapter.name} with {len(rx)} received NBL(s) not returned", *rx)
+
+    def oid_request(self, adapter: Adapter, request: NdisOidRequest) -> None:
+        if request.oid == OID_PNP_SET_POWER and request.type is NdisRequestType.SET:
+            low_power = request.buffer is not None and request.buffer != NdisDevicePowerState.D0
+            self.v.check(
+                not (low_power and adapter.offloaded),
+                "R-PM-01",
+                f"OID_PNP_SET_POWER {request.buffer!r} on {adapter.name} with {len(adapter.offloaded)} object(s) "
+                "still offloaded",
+                request,
+            )
+
+
+    # -- NDIS 6 receive path (chimney.ndis.receive) ---------------------------------------------------
+
+    def rx_indicate(self, adapter: Adapter, nbls: list[NetBufferList]) -> None:
+        """The miniport (or an IM re-indicating what it received) owns what it indicates (R-NBL-02); one NB
+        per indicated NBL (R-INIT-16)."""
+        v = self.v
+        lower = adapter.lower_binding
+        for n in nbls:
+            ok = n.owner == adapter.owner
+            if not ok and lower is not None and n.owner == NDIS_OWNER:
+                e = lower.adapter.rx_refs.get(n.serial)
+                ok = e is not None and e[2] is not None and lower in e[2]
+            v.check(ok, "R-NBL-02", f"NdisMIndicateReceiveNetBufferLists by {adapter.name} of an NBL it does not own", n)
+            nb = n.first_net_buffer
+            v.check(nb is not None and nb.next is None, "R-INIT-16", "indicated NBL does not have exactly one NB", n)
+
+    def rx_resources_returned(self, binding: Binding, nbls: list[NetBufferList], original_owner: str) -> None:
+        """After ProtocolReceiveNetBufferLists with NDIS_RECEIVE_FLAGS_RESOURCES: nothing was lent, so every
+        NBL must still be where NDIS put it; it goes straight back to the miniport."""
+        v = self.v
+        name = binding.protocol.name
+        for n in nbls:
+            v.check(
+                n.owner == name, "R-NBL-02", f"{name} passed on an NBL indicated with NDIS_RECEIVE_FLAGS_RESOURCES", n
+            )
+            n.owner = original_owner
+
+    def rx_return(self, binding: Binding, nbl: NetBufferList, entry: list[Any] | None) -> bool:
+        """NdisReturnNetBufferLists: only NBLs indicated to this binding and not yet returned (R-NBL-02).
+        False = drop this NBL (RECORD mode)."""
+        holders = entry[2] if entry is not None else None
+        if holders is None or binding not in holders:
+            self.v.fail(
+                "R-NBL-02",
+                f"{binding.protocol.name} returned {nbl!r} that was not indicated to it "
+                "(never indicated, already returned, or indicated with RESOURCES)",
+                nbl,
+            )
+            return False
+        holders.discard(binding)
+        if len(holders) == 1 and entry is not None and entry[1] > 1:
+            nbl.owner = next(iter(holders)).protocol.name  # the one remaining holder owns it alone
+        return True
+
+_UPLOAD_REASONS = frozenset(int(r) for r in TcpUploadReason)
+
+
+def pnode_role(node: MiniportOffloadBlockList) -> NodeRole:
+    """Role of an MBL node as the caller built it (the slot value may have been written since)."""
+    pnode = node.ndis_reserved[0]
+    if isinstance(pnode, ProtocolOffloadBlockList):
+        return pnode.ndis_reserved[1] if pnode.ndis_reserved[1] is not None else node_role(node)
+    return node_role(node)
+
+
+# --------------------------------------------------------------------------------------------- Ndis
+
+
+class Ndis(ReceivePath):
+    """The NDIS library of one simulated system. All calls are synchronous, as in real NDIS; drivers
+    schedule their own asynchronous completions on `scheduler`."""
+
+    def __init__(
+        self, scheduler: Any, verifier: Verifier | None = None, checks: type[BoundaryChecks] | None = None
+    ) -> None:
+        self.scheduler = scheduler
+        self.verifier = verifier if verifier is not None else Verifier(Mode.STRICT)
+        self.tracker = OwnershipTracker(self.verifier)
+        self.drivers: dict[str, list[DriverHandle]] = {}
+        self.adapters: list[Adapter] = []
+        self.bindings: list[Binding] = []
+        self.counters: dict[str, int] = {"paused_send_drops": 0, "chimney_blocked": 0}
+        # Later rule sets subclass BoundaryChecks and pass the class here (one method per crossing).
+        self._chk: BoundaryChecks | None = (checks or BoundaryChecks)(self) if self.verifier.enabled else None
+
+    # ================================================================ registration and configuration
+
+    def _register(self, driver: Any, kind: str) -> DriverHandle:
+        for dh in self.drivers.get(driver.name, []):
+            if dh.kind == kind:
+                if dh.driver is not driver:
+                    raise NdisUsageError(f"a different driver is already registered as {driver.name!r}")
+                return dh
+        driver.ndis = self
+        dh = DriverHandle(driver, kind)
+        self.drivers.setdefault(driver.name, []).append(dh)
+        dh.in_set_options = True
+        try:
+            if isinstance(driver, IntermediateDriver):
+                status = (
+                    driver.miniport_set_options(dh) if kind == "miniport" else driver.protocol_set_options(dh)
+                )
+            else:
+                status = driver.set_options(dh)
+        finally:
+            dh.in_set_options = False
+        if status != NdisStatus.SUCCESS:
+            raise NdisUsageError(f"{kind} SetOptions of {driver.name} failed: {status!r}")
+        return dh
+
+    def register_miniport_driver(self, driver: MiniportDriver) -> DriverHandle:
+        """NdisMRegisterMiniportDriver: calls MiniportSetOptions (where chimney handlers register)."""
+        return self._register(driver, "miniport")
+
+    def register_protocol_driver(self, driver: ProtocolDriver) -> DriverHandle:
+        """NdisRegisterProtocolDriver: calls ProtocolSetOptions."""
+        return self._register(driver, "protocol")
+
+    def register_intermediate_driver(self, driver: IntermediateDriver) -> tuple[DriverHandle, DriverHandle]:
+        """NdisIMRegisterDriver-equivalent: both edges, miniport first."""
+        return self._register(driver, "miniport"), self._register(driver, "protocol")
+
+    def _handle_of(self, driver: Any, kind: str) -> DriverHandle:
+        for dh in self.drivers.get(driver.name, []):
+            if dh.kind == kind and dh.driver is driver:
+                return dh
+        return self._register(driver, kind)
+
+    def set_optional_handlers(self, driver_handle: DriverHandle, characteristics: Any) -> NdisStatus:
+        """NdisSetOptionalHandlers for the four chimney characteristics (R-INIT-01..03)."""
+        chk = self._chk
+        if chk is not None:
+            if not chk.set_optional_handlers(driver_handle, characteristics):
+                return NdisStatus.FAILURE
+        elif all_handlers_set(characteristics):
+            return NdisStatus.FAILURE
+        if isinstance(characteristics, ProviderChimneyOffloadGenericCharacteristics):
+            driver_handle.provider_generic = characteristics
+        elif isinstance(characteristics, ProviderChimneyOffloadTcpCharacteristics):
+            driver_handle.provider_tcp = characteristics
+        elif isinstance(characteristics, ClientChimneyOffloadGenericCharacteristics):
+            driver_handle.client_generic = characteristics
+        elif isinstance(characteristics, ClientChimneyOffloadTcpCharacteristics):
+            driver_handle.client_tcp = characteristics
+        else:
+            raise NdisUsageError(f"unknown characteristics {characteristics!r}")
+        return NdisStatus.SUCCESS
+
+    def m_get_offload_handlers(
+        self, miniport_handle: Adapter, chimney_type: int
+    ) -> tuple[NdisStatus, NdisTcpOffloadEventHandlers | None]:
+        """NdisMGetOffloadHandlers (R-INIT-04): from MiniportInitializeEx, once per supported type."""
+        chk = self._chk
+        if chk is not None:
+            chk.get_offload_handlers(miniport_handle, chimney_type)
+        if chimney_type != NDIS_TCP_CHIMNEY_OFFLOAD:
+            return NdisStatus.NOT_SUPPORTED, None
+        miniport_handle.offload_handler_types.add(chimney_type)
+        table = NdisTcpOffloadEventHandlers(
+            NdisObjectHeader(NDIS_TCP_CHIMNEY_OFFLOAD, 1, 6 * 8 + 4),
+            self.tcp_offload_event_handler,
+            self.tcp_offload_receive_handler,
+            self.tcp_offload_send_complete,
+            self.tcp_offload_receive_complete,
+            self.tcp_offload_disconnect_complete,
+            self.tcp_offload_forward_complete,
+        )
+        return NdisStatus.SUCCESS, table
+
+    def m_set_miniport_attributes(
+        self,
+        miniport_handle: Adapter,
+        *,
+        adapter_context: Any = None,
+        tcp_connection_offload: NdisTcpConnectionOffload | None = None,
+    ) -> NdisStatus:
+        """NdisMSetMiniportAttributes: adapter context and (offload attributes) chimney capabilities.
+
+        Capabilities set outside MiniportInitializeEx break R-INIT-10 (they change only through
+        OFFLOAD_PAUSE / OFFLOAD_RESUME status indications)."""
+        if adapter_context is not None:
+            miniport_handle.context = adapter_context
+        if tcp_connection_offload is not None:
+            chk = self._chk
+            if chk is not None:
+                chk.capabilities(miniport_handle, tcp_connection_offload, direct=True)
+            miniport_handle.offload_caps = tcp_connection_offload
+        return NdisStatus.SUCCESS
+
+    # ================================================================ adapters and bindings
+
+    def add_adapter(self, driver: MiniportDriver, name: str, params: dict[str, Any] | None = None) -> Adapter:
+        """A NIC arrives: MiniportInitializeEx, then MiniportRestart (the adapter ends up running)."""
+        dh = self._handle_of(driver, "miniport")
+        adapter = Adapter(self, driver, dh, name)
+        self._initialize(adapter, params)
+        return adapter
+
+    def _initialize(self, adapter: Adapter, params: dict[str, Any] | None) -> None:
+        adapter.in_initialize = True
+        try:
+            status = adapter.driver.initialize_ex(adapter, dict(params or {}))
+        finally:
+            adapter.in_initialize = False
+        if status != NdisStatus.SUCCESS:
+            adapter.state = AdapterState.HALTED
+            raise NdisUsageError(f"MiniportInitializeEx of {adapter.name} failed: {status!r}")
+        adapter.state = AdapterState.PAUSED
+        self.adapters.append(adapter)
+        self.restart_adapter(adapter)
+
+    def add_im(
+        self,
+        im: IntermediateDriver,
+        lower: Adapter,
+        name: str,
+        params: dict[str, Any] | None = None,
+    ) -> Adapter:
+        """Bind the IM's protocol edge to `lower` and start its virtual miniport named `name` above it
+        (NdisIMInitializeDeviceInstanceEx). Returns the virtual miniport upper protocols bind to."""
+        self._handle_of(im, "miniport")
+        lower_binding = self.bind(im, lower)
+        vm = Adapter(self, im, self._handle_of(im, "miniport"), name)
+        vm.lower_binding = lower_binding
+        lower_binding.upper_adapter = vm
+        self._initialize(vm, params)
+        return vm
+
+    def bind(self, protocol: ProtocolDriver, adapter: Adapter, params: dict[str, Any] | None = None) -> Binding:
+        """ProtocolBindAdapterEx + NdisOpenAdapterEx: returns the binding handle (protocol -> adapter)."""
+        if adapter.state is AdapterState.HALTED:
+            raise NdisUsageError(f"cannot bind {protocol.name} to halted {adapter.name}")
+        dh = self._handle_of(protocol, "protocol")
+        binding = Binding(self, protocol, dh, adapter)
+        p = dict(params or {})
+        p.setdefault("adapter_name", adapter.name)
+        p.setdefault("tcp_connection_offload", adapter.offload_caps)
+        status = protocol.bind_adapter_ex(binding, p)
+        if status != NdisStatus.SUCCESS:
+            binding.state = BindingState.CLOSED
+            raise NdisUsageError(f"ProtocolBindAdapterEx of {protocol.name} to {adapter.name} failed: {status!r}")
+        binding.state = BindingState.RUNNING if adapter.state is AdapterState.RUNNING else BindingState.PAUSED
+        adapter.bindings.append(binding)
+        self.bindings.append(binding)
+        adapter.binds_ever += 1
+        if adapter.binds_ever == 1:
+            adapter.solo = binding
+        else:
+            adapter.stamp = True
+        return binding
+
+    def set_binding_context(self, binding: Binding, context: Any) -> None:
+        """The ProtocolBindingContext NDIS passes to the protocol's handlers for this binding."""
+        binding.context = context
+
+    def unbind(self, binding: Binding) -> None:
+        """ProtocolUnbindAdapterEx + NdisCloseAdapterEx: nothing may still be outstanding on the binding."""
+        if binding.state is BindingState.CLOSED:
+            raise NdisUsageError(f"{binding!r} already closed")
+        if self._chk is not None:
+            self._chk.binding_quiet(binding, "unbind")
+        binding.state = BindingState.CLOSING
+        binding.protocol.unbind_adapter_ex(binding.context)
+        binding.state = BindingState.CLOSED
+        binding.adapter.bindings.remove(binding)
+        self.bindings.remove(binding)
+
+    def pause_adapter(self, adapter: Adapter) -> NdisStatus:
+        """MiniportPause (bindings pause first). PENDING means the miniport calls m_pause_complete."""
+        if adapter.state is not AdapterState.RUNNING:
+            raise NdisUsageError(f"pause of {adapter!r}")
+        for b in adapter.bindings:
+            b.state = BindingState.PAUSED
+        adapter.state = AdapterState.PAUSING
+        status = adapter.driver.pause(adapter.context)
+        if status == NdisStatus.SUCCESS:
+            self.m_pause_complete(adapter)
+        return status
+
+    def m_pause_complete(self, miniport_handle: Adapter) -> None:
+        """NdisMPauseComplete."""
+        if self._chk is not None:
+            self._chk.pause_complete(miniport_handle)
+        miniport_handle.state = AdapterState.PAUSED
+
+    def restart_adapter(self, adapter: Adapter) -> NdisStatus:
+        """MiniportRestart. PENDING means the miniport calls m_restart_complete."""
+        if adapter.state is not AdapterState.PAUSED:
+            raise NdisUsageError(f"restart of {adapter!r}")
+        adapter.state = AdapterState.RESTARTING
+        status = adapter.driver.restart(adapter.context)
+        if status == NdisStatus.SUCCESS:
+            self.m_restart_complete(adapter)
+        return status
+
+    def m_restart_complete(self, miniport_handle: Adapter) -> None:
+        """NdisMRestartComplete."""
+        miniport_handle.state = AdapterState.RUNNING
+        for b in miniport_handle.bindings:
+            if b.state is BindingState.PAUSED:
+                b.state = BindingState.RUNNING
+
+    def halt_adapter(self, adapter: Adapter, halt_action: int = NDIS_HALT_DEVICE_DISABLED) -> None:
+        """Unbind every protocol, then MiniportHaltEx. Indicated NBLs still out break R-IND-14; other
+        NBLs still lent out are reported with the ownership leak report (R-NBL-02)."""
+        if adapter.state is AdapterState.HALTED:
+            raise NdisUsageError(f"{adapter!r} already halted")
+        for b in list(adapter.bindings):
+            if b.upper_adapter is not None and b.upper_adapter.state is not AdapterState.HALTED:
+                self.halt_adapter(b.upper_adapter, halt_action)
+            if b.state is not BindingState.CLOSED:
+                self.unbind(b)
+        if self._chk is not None:
+            self._chk.halt(adapter)
+        adapter.driver.halt_ex(adapter.context, halt_action)
+        adapter.state = AdapterState.HALTED
+        if adapter in self.adapters:
+            self.adapters.remove(adapter)
+        lb = adapter.lower_binding
+        if lb is not None and lb.state is not BindingState.CLOSED:
+            self.unbind(lb)
+
+    def leak_report(self) -> str:
+        """Everything still lent out anywhere (pool-allocated NBLs by owner, receive refs, indications)."""
+        lines = [self.tracker.leak_report()]
+        for a in self.adapters:
+            if a.rx_refs:
+                lines.append(f"{a.name}: {len(a.rx_refs)} received NBL(s) not returned")
+            if a.chimney_indicated:
+                lines.append(f"{a.name}: {len(a.chimney_indicated)} chimney-indicated NBL(s) not returned")
+            for b in a.bindings:
+                if b.sends_out:
+                    lines.append(f"{b.name}: {b.sends_out} sent NBL(s) not completed")
+        return "\n".join(lines)
+
+    # ================================================================ normal send path
+
+    def send_net_buffer_lists(
+        self, binding: Binding, nbl_chain: NetBufferList, port: int = 0, flags: int = 0
+    ) -> None:
+        """NdisSendNetBufferLists: hand the chain to the miniport below the binding.
+
+        NDIS pushes the binding onto each NBL's SourceHandle (a (binding, previous) pair) so completions
+        find their way back through any number of IMs re-sending the same NBLs. With the verifier OFF an
+        adapter that only ever had one binding skips the stamping: all its completions go to that binding."""
+        if binding.state is not BindingState.RUNNING:
+            self._fail_sends(binding, nbl_chain, flags)
+            return
+        adapter = binding.adapter
+        chk = self._chk
+        if chk is not None:
+            chk.send(binding, nbl_chain, "NdisSendNetBufferLists")
+        elif adapter.stamp:
+            nbl: NetBufferList | None = nbl_chain
+            while nbl is not None:
+                nbl.source_handle = (binding, nbl.source_handle)
+                nbl = nbl.next
+        adapter.driver.send_net_buffer_lists(adapter.context, nbl_chain, port, flags)
+
+    def _fail_sends(self, binding: Binding, nbl_chain: NetBufferList, flags: int) -> None:
+        """A send on a paused/closing binding: NDIS completes it at once with NDIS_STATUS_PAUSED."""
+        nbl: NetBufferList | None = nbl_chain
+        while nbl is not None:
+            nbl.status = NdisStatus.PAUSED
+            self.counters["paused_send_drops"] += 1
+            nbl = nbl.next
+        binding.protocol.send_net_buffer_lists_complete(binding.context, nbl_chain, flags)
+
+    def m_send_net_buffer_lists_complete(
+        self, miniport_handle: Adapter, nbl_chain: NetBufferList, flags: int = 0
+    ) -> None:
+        """NdisMSendNetBufferListsComplete: split the chain by SourceHandle and complete each part to its
+        binding's ProtocolSendNetBufferListsComplete."""
+        chk = self._chk
+        if chk is not None:
+            what = "NdisMSendNetBufferListsComplete"
+            for b, head, n in chk.complete(miniport_handle, nbl_chain, what):
+                chk.delivered(b, head, n, what)
+                b.protocol.send_net_buffer_lists_complete(b.context, head, flags)
+            return
+        if not miniport_handle.stamp:
+            solo = miniport_handle.solo
+            if solo is None:
+                raise NdisUsageError(f"{miniport_handle.name} completed sends but nobody ever bound to it")
+            solo.protocol.send_net_buffer_lists_complete(solo.context, nbl_chain, flags)
+            return
+        for b, head in self._split(miniport_handle, nbl_chain):
+            b.protocol.send_net_buffer_lists_complete(b.context, head, flags)
+
+    def _split(self, adapter: Adapter, head: NetBufferList | None) -> list[tuple[Binding, NetBufferList]]:
+        """Verifier OFF, stamped adapter: pop SourceHandle and group consecutive NBLs by binding. NBLs
+        without a stamp were sent before a second binding appeared: they belong to the first binding."""
+        groups: list[tuple[Binding, NetBufferList]] = []
+        solo = adapter.solo
+        b: Binding | None = None
+        first: NetBufferList | None = None
+        prev: NetBufferList | None = None
+        nbl = head
+        while nbl is not None:
+            sh = nbl.source_handle
+            if type(sh) is tuple and sh[0].adapter is adapter:
+                nb, nbl.source_handle = sh
+            elif solo is not None:
+                nb = solo
+            else:
+                raise NdisUsageError(f"{adapter.name} completed {nbl!r}, which NDIS never sent to it")
+            if nb is not b:
+                if prev is not None:
+                    prev.next = None
+                    groups.append((b, first))  # type: ignore[arg-type]
+                b, first = nb, nbl
+            prev = nbl
+            nbl = nbl.next
+        if prev is not None:
+            groups.append((b, first))  # type: ignore[arg-type]
+        return groups
+
+    # ================================================================ status indications and OIDs
+
+    def m_indicate_status_ex(self, miniport_handle: Adapter, status: int, buffer: Any = None, port: int = 0) -> None:
+        """NdisMIndicateStatusEx: every binding's ProtocolStatusEx. OFFLOAD_RESUME and
+        TCP_CONNECTION_OFFLOAD_HARDWARE_CAPABILITIES carry new capabilities, which NDIS records."""
+        if status in (NdisStatus.OFFLOAD_RESUME, NdisStatus.TCP_CONNECTION_OFFLOAD_HARDWARE_CAPABILITIES) and isinstance(
+            buffer, NdisTcpConnectionOffload
+        ):
+            if self._chk is not None:
+                self._chk.capabilities(miniport_handle, buffer, direct=False)
+            miniport_handle.offload_caps = buffer
+        ind = NdisStatusIndication(miniport_handle, status, buffer, port)
+        for b in list(miniport_handle.bindings):
+            b.protocol.status_ex(b.context, ind)
+
+    def oid_request(self, binding: Binding, request: NdisOidRequest) -> int:
+        """NdisOidRequest. NDIS answers the connection-offload config/capability queries itself; other
+        requests go to the miniport. A PENDING request completes through m_oid_request_complete ->
+        ProtocolOidRequestComplete; a synchronous status is returned (and stored in request.status)."""
+        adapter = binding.adapter
+        oid = request.oid
+        if request.type is NdisRequestType.QUERY and (
+            oid in NDIS_ANSWERED_QUERIES or oid == OID_TCP_CONNECTION_OFFLOAD_PARAMETERS
+        ):
+            return self._answer_oid(adapter, request)
+        if request.type is NdisRequestType.SET and oid in NDIS_ANSWERED_QUERIES:
+            request.status = NdisStatus.NOT_SUPPORTED
+            return request.status
+        if self._chk is not None:
+            self._chk.oid_request(adapter, request)
+        request.ndis_reserved.append(binding)
+        status = adapter.driver.oid_request(adapter.context, request)
+        if status != NdisStatus.PENDING:
+            request.ndis_reserved.pop()
+            self._oid_done(adapter, request, status)
+        return status
+
+    def _answer_oid(self, adapter: Adapter, request: NdisOidRequest) -> int:
+        if request.oid == OID_TCP_CONNECTION_OFFLOAD_PARAMETERS:
+            value = adapter.offload_params
+        elif adapter.chimney_capable:
+            value = adapter.offload_caps
+        else:
+            # R-IM-13: no chimney handlers below this point means no chimney, whatever is advertised.
+            value = None
+        if value is None:
+            request.status = NdisStatus.NOT_SUPPORTED
+        else:
+            request.buffer = value
+            request.bytes_written = 1
+            request.status = NdisStatus.SUCCESS
+        return request.status
+
+    def _oid_done(self, adapter: Adapter, request: NdisOidRequest, status: int) -> None:
+        request.status = status
+        if status == NdisStatus.SUCCESS and request.type is NdisRequestType.SET and request.oid in CONFIGURATION_SETS:
+            adapter.offload_params = request.buffer
+
+    def m_oid_request_complete(self, miniport_handle: Adapter, request: NdisOidRequest, status: int) -> None:
+        """NdisMOidRequestComplete: back to the binding that issued the pending request."""
+        if not request.ndis_reserved:
+            raise NdisUsageError(f"{request!r} completed by {miniport_handle.name} but was never pending there")
+        binding = request.ndis_reserved.pop()
+        if binding.adapter is not miniport_handle:
+            raise NdisUsageError(f"{request!r} completed by {miniport_handle.name}, issued to {binding.adapter.name}")
+        self._oid_done(miniport_handle, request, status)
+        binding.protocol.oid_request_complete(binding.context, request, status)
+
+    # ================================================================ chimney state operations (§3.2)
+
+    def _offload_handle_ref(self, binding: Binding) -> Callable[[NdisOffloadHandle], NdisOffloadHandleRef]:
+        def make(h: NdisOffloadHandle) -> NdisOffloadHandleRef:
+            ref = h.ndis_reserved[0]
+            if ref is None or ref.binding is not binding:
+                ref = NdisOffloadHandleRef(binding, h)
+                h.ndis_reserved[0] = ref
+            return ref
+
+        return make
+
+    def _state_op(self, op: Op, binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
+        adapter = binding.adapter
+        if binding.dh.client_generic is None:
+            raise NdisUsageError(f"{binding.protocol.name} registered no chimney client handlers")
+        chk = self._chk
+        if chk is not None:
+            chk.state_op(op, binding, pbl)
+            for p in iter_tree(pbl):
+                p.ndis_reserved[1] = node_role(p)  # the role as built, before the target writes slots
+        mbl = pbl_to_mbl(pbl, self._offload_handle_ref(binding))
+        assert mbl is not None
+        for m in iter_tree(mbl):
+            m.status = STATUS_UNSET
+        mbl.ndis_reserved[1] = (op, binding)
+        generic = adapter.dh.provider_generic
+        if generic is None or adapter.dh.provider_tcp is None or adapter.state is AdapterState.HALTED:
+            # No chimney below (R-IM-13): NDIS fails the whole tree itself.
+            self.counters["chimney_blocked"] += 1
+            for m in iter_tree(mbl):
+                m.status = NdisStatus.FAILURE
+            self._deliver_state_complete(op, binding, mbl)
+            return
+        if chk is not None:
+            adapter.outstanding_roots[id(mbl)] = (op, mbl)
+        getattr(generic, _OP_PROVIDER[op])(adapter.context, mbl)
+
+    def _state_complete(self, op: Op, miniport_handle: Adapter, mbl: MiniportOffloadBlockList) -> None:
+        chk = self._chk
+        if chk is not None:
+            if not chk.state_complete(op, miniport_handle, mbl):
+                return
+            del miniport_handle.outstanding_roots[id(mbl)]
+        route = mbl.ndis_reserved[1]
+        if not (type(route) is tuple and route[0] is op):
+            raise NdisUsageError(f"{_OP_NDIS_NAME[op]}: {mbl!r} is not the root of a {op.value} tree NDIS passed down")
+        binding: Binding = route[1]
+        if chk is not None:
+            self._track_offloaded(op, miniport_handle, binding, mbl)
+        self._deliver_state_complete(op, binding, mbl)
+
+    def _track_offloaded(self, op: Op, adapter: Adapter, binding: Binding, mbl: MiniportOffloadBlockList) -> None:
+        for node in iter_tree(mbl):
+            slot = node.miniport_offload_context
+            if slot is None:
+                continue
+            if op is Op.INITIATE and pnode_role(node) is NodeRole.NEW_OFFLOAD and slot.value is not None:
+                adapter.offloaded[id(slot)] = slot
+            elif op is Op.TERMINATE and node.status == NdisStatus.SUCCESS:
+                adapter.offloaded.pop(id(slot), None)
+        if op is Op.TERMINATE:
+            for node in iter_tree(mbl):
+                if node.net_buffer_list_chain is not None:
+                    self.tracker.transfer(
+                        node.net_buffer_list_chain,
+                        frm=adapter.owner,
+                        to=binding.protocol.name,
+                        rule_id="R-NBL-02",
+                        op="NdisMTerminateOffloadComplete NetBufferListChain",
+                    )
+
+    def _deliver_state_complete(self, op: Op, binding: Binding, mbl: MiniportOffloadBlockList) -> None:
+        mbl.ndis_reserved[1] = None
+        pbl = mbl_results_to_pbl(mbl)
+        for p in iter_tree(pbl):
+            p.ndis_reserved[1] = None
+        handler = getattr(binding.dh.client_generic, _OP_CLIENT[op])
+        handler(binding.context, pbl)
+
+    def initiate_offload(self, binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
+        """NdisInitiateOffload -> MiniportInitiateOffload(ctx, MBL)."""
+        self._state_op(Op.INITIATE, binding, pbl)
+
+    def terminate_offload(self, binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
+        """NdisTerminateOffload -> MiniportTerminateOffload."""
+        self._state_op(Op.TERMINATE, binding, pbl)
+
+    def update_offload(self, binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
+        """NdisUpdateOffload -> MiniportUpdateOffload."""
+        self._state_op(Op.UPDATE, binding, pbl)
+
+    def invalidate_offload(self, binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
+        """NdisInvalidateOffload -> MiniportInvalidateOffload."""
+        self._state_op(Op.INVALIDATE, binding, pbl)
+
+    def query_offload_state(self, binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
+        """NdisQueryOffloadState (a.k.a. NdisQueryOffload) -> MiniportQueryOffload."""
+        self._state_op(Op.QUERY, binding, pbl)
+
+    query_offload = query_offload_state
+
+    def m_initiate_offload_complete(self, miniport_handle: Adapter, mbl: MiniportOffloadBlockList) -> None:
+        """NdisMInitiateOffloadComplete -> ProtocolInitiateOffloadComplete (R-TREE-02/03/05/07/08/10)."""
+        self._state_complete(Op.INITIATE, miniport_handle, mbl)
+
+    def m_terminate_offload_complete(self, miniport_handle: Adapter, mbl: MiniportOffloadBlockList) -> None:
+        """NdisMTerminateOffloadComplete -> ProtocolTerminateOffloadComplete (R-TREE-15 too)."""
+        self._state_complete(Op.TERMINATE, miniport_handle, mbl)
+
+    def m_update_offload_complete(self, miniport_handle: Adapter, mbl: MiniportOffloadBlockList) -> None:
+        self._state_complete(Op.UPDATE, miniport_handle, mbl)
+
+    def m_invalidate_offload_complete(self, miniport_handle: Adapter, mbl: MiniportOffloadBlockList) -> None:
+        self._state_complete(Op.INVALIDATE, miniport_handle, mbl)
+
+    def m_query_offload_state_complete(self, miniport_handle: Adapter, mbl: MiniportOffloadBlockList) -> None:
+        self._state_complete(Op.QUERY, miniport_handle, mbl)
+
+    m_query_offload_complete = m_query_offload_state_complete
+
+    # ================================================================ chimney I/O (§3.3)
+
+    def _io(
+        self, what: str, rule_id: str, slot_name: str, offload_handle: NdisOffloadHandle, nbl: NetBufferList, *extra: int
+    ) -> int:
+        ref = offload_handle.ndis_reserved[0]
+        if ref is None:
+            raise NdisUsageError(f"{what}: {offload_handle!r} was never offloaded through NDIS")
+        binding: Binding = ref.binding
+        adapter = binding.adapter
+        chk = self._chk
+        if chk is not None:
+            chk.send(binding, nbl, what)
+        elif adapter.stamp:
+            n: NetBufferList | None = nbl
+            while n is not None:
+                n.source_handle = (binding, n.source_handle)
+                n = n.next
+        handler = getattr(adapter.dh.provider_tcp, slot_name)
+        status = handler(adapter.context, offload_handle.miniport_offload_context.value, nbl, *extra)
+        if chk is not None:
+            chk.io_return(status, rule_id, what, nbl)
+        return status
+
+    def offload_tcp_send(self, offload_handle: NdisOffloadHandle, nbl: NetBufferList) -> int:
+        """NdisOffloadTcpSend -> MiniportTcpOffloadSend(ctx, MiniportOffloadContext, NBL); PENDING only (R-SEND-01)."""
+        return self._io("NdisOffloadTcpSend", "R-SEND-01", "tcp_offload_send_handler", offload_handle, nbl)
+
+    def offload_tcp_receive(self, offload_handle: NdisOffloadHandle, nbl: NetBufferList) -> int:
+        """NdisOffloadTcpReceive -> MiniportTcpOffloadReceive; PENDING only (R-RECV-01)."""
+        return self._io("NdisOffloadTcpReceive", "R-RECV-01", "tcp_offload_receive_handler", offload_handle, nbl)
+
+    def offload_tcp_disconnect(self, offload_handle: NdisOffloadHandle, nbl: NetBufferList, flags: int) -> int:
+        """NdisOffloadTcpDisconnect -> MiniportTcpOffloadDisconnect(..., Flags); PENDING only (R-DISC-01)."""
+        return self._io(
+            "NdisOffloadTcpDisconnect", "R-DISC-01", "tcp_offload_disconnect_handler", offload_handle, nbl, flags
+        )
+
+    def offload_tcp_forward(self, offload_handle: NdisOffloadHandle, nbl: NetBufferList) -> int:
+        """NdisOffloadTcpForward -> MiniportTcpOffloadForward; PENDING only (R-FWD-01)."""
+        return self._io("NdisOffloadTcpForward", "R-FWD-01", "tcp_offload_forward_handler", offload_handle, nbl)
+
+    def offload_tcp_receive_return(self, binding: Binding, nbl: NetBufferList) -> int:
+        """NdisOffloadTcpReceiveReturn(NdisBindingHandle, NBL) -> MiniportTcpOffloadReceiveReturn, which must
+        return SUCCESS synchronously (R-IND-13). Returning a refused indication breaks R-IND-07."""
+        adapter = binding.adapter
+        chk = self._chk
+        if chk is not None:
+            chk.receive_return(binding, nbl)
+        status = adapter.dh.provider_tcp.tcp_offload_receive_return_handler(adapter.context, nbl)  # type: ignore[union-attr]
+        if chk is not None:
+            chk.receive_return_status(status, nbl)
+        return status
+
+    def _io_complete(self, what: str, slot_name: str, miniport_handle: Adapter, nbl_chain: NetBufferList) -> None:
+        chk = self._chk
+        if chk is not None:
+            for b, head, n in chk.complete(miniport_handle, nbl_chain, what):
+                chk.delivered(b, head, n, what)
+                getattr(b.dh.client_tcp, slot_name)(b.context, head)
+            return
+        if not miniport_handle.stamp:
+            solo = miniport_handle.solo
+            if solo is None:
+                raise NdisUsageError(f"{what} from {miniport_handle.name}, which nobody ever bound to")
+            getattr(solo.dh.client_tcp, slot_name)(solo.context, nbl_chain)
+            return
+        for b, head in self._split(miniport_handle, nbl_chain):
+            getattr(b.dh.client_tcp, slot_name)(b.context, head)
+
+    def tcp_offload_send_complete(self, miniport_handle: Adapter, nbl_chain: NetBufferList) -> None:
+        """NdisTcpOffloadSendComplete -> ProtocolTcpOffloadSendComplete (R-NBL-01/02/03)."""
+        self._io_complete("NdisTcpOffloadSendComplete", "tcp_offload_send_complete_handler", miniport_handle, nbl_chain)
+
+    def tcp_offload_receive_complete(self, miniport_handle: Adapter, nbl_chain: NetBufferList) -> None:
+        """NdisTcpOffloadReceiveComplete -> ProtocolTcpOffloadReceiveComplete."""
+        self._io_complete(
+            "NdisTcpOffloadReceiveComplete", "tcp_offload_receive_complete_handler", miniport_handle, nbl_chain
+        )
+
+    def tcp_offload_disconnect_complete(self, miniport_handle: Adapter, nbl: NetBufferList) -> None:
+        """NdisTcpOffloadDisconnectComplete: exactly one NBL (R-DISC-01)."""
+        if self._chk is not None:
+            self._chk.disconnect_complete(nbl)
+        self._io_complete(
+            "NdisTcpOffloadDisconnectComplete", "tcp_offload_disconnect_complete_handler", miniport_handle, nbl
+        )
+
+    def tcp_offload_forward_complete(self, miniport_handle: Adapter, nbl_chain: NetBufferList) -> None:
+        """NdisTcpOffloadForwardComplete -> ProtocolTcpOffloadForwardComplete."""
+        self._io_complete(
+            "NdisTcpOffloadForwardComplete", "tcp_offload_forward_complete_handler", miniport_handle, nbl_chain
+        )
+
+    # ================================================================ chimney indications (§3.3, §3.4)
+
+    def tcp_offload_receive_handler(
+        self, ndis_offload_handle: NdisOffloadHandleRef, nbl: NetBufferList, status: int
+    ) -> tuple[int, int]:
+        """NdisTcpOffloadReceiveHandler -> ProtocolTcpOffloadReceiveIndicate; returns (status, BytesConsumed).
+
+        R-IND-02 single NBL, R-IND-03 Status SUCCESS, R-IND-04/05/06 result consistency; ownership moves
+        to the host only when it accepted everything (R-IND-04)."""
+        if not isinstance(ndis_offload_handle, NdisOffloadHandleRef):
+            self.verifier.fail("R-TREE-14", f"NdisTcpOffloadReceiveHandler with {ndis_offload_handle!r}", nbl)
+            raise NdisUsageError(f"NdisTcpOffloadReceiveHandler: {ndis_offload_handle!r} is not an NdisOffloadHandle")
+        binding: Binding = ndis_offload_handle.binding
+        chk = self._chk
+        indicated = 0
+        if chk is not None:
+            indicated = chk.receive_indication(binding, nbl, status)
+        handler = binding.dh.client_tcp.tcp_offload_receive_indicate_handler  # type: ignore[union-attr]
+        ret, consumed = handler(ndis_offload_handle.upper, nbl, status)
+        if chk is not None:
+            chk.receive_indication_result(binding, nbl, ret, consumed, indicated)
+        return ret, consumed
+
+    def tcp_offload_event_handler(
+        self, ndis_offload_handle: NdisOffloadHandleRef, event_type: int, event_specific_information: int = 0
+    ) -> None:
+        """NdisTcpOffloadEventHandler -> ProtocolTcpOffloadEvent(OffloadContext, EventType, Info)."""
+        if not isinstance(ndis_offload_handle, NdisOffloadHandleRef):
+            self.verifier.fail("R-TREE-14", f"NdisTcpOffloadEventHandler with {ndis_offload_handle!r}")
+            raise NdisUsageError(f"NdisTcpOffloadEventHandler: {ndis_offload_handle!r} is not an NdisOffloadHandle")
+        if self._chk is not None:
+            self._chk.tcp_event(event_type, event_specific_information)
+        binding: Binding = ndis_offload_handle.binding
+        binding.dh.client_tcp.tcp_offload_event_handler(  # type: ignore[union-attr]
+            ndis_offload_handle.upper, event_type, event_specific_information
+        )
+
+    def m_offload_event_indicate(
+        self, miniport_handle: Adapter, mbl: MiniportOffloadBlockList | None, indication_code: int
+    ) -> None:
+        """NdisMOffloadEventIndicate -> ProtocolIndicateOffloadEvent(ctx, PBL, code). The PBL overlays the
+        target's MBL (the host writes the new HRD into the shared CACHED struct before returning)."""
+        targets: list[Binding]
+        if mbl is not None and isinstance(mbl.ndis_offload_handle, NdisOffloadHandleRef):
+            targets = [mbl.ndis_offload_handle.binding]
+        else:
+            targets = [b for b in miniport_handle.bindings if b.dh.client_generic is not None]
+        if self._chk is not None:
+            self._chk.offload_event(mbl, indication_code)
+
+        def resolve(m: MiniportOffloadBlockList) -> NdisOffloadHandle | None:
+            h = m.ndis_offload_handle
+            return h.upper if isinstance(h, NdisOffloadHandleRef) else None
+
+        pbl = mbl_to_pbl(mbl, resolve)
+        for b in targets:
+            b.dh.client_generic.indicate_offload_event_handler(b.context, pbl, indication_code)  # type: ignore[union-attr]
