@@ -25,14 +25,19 @@ class Interface:
     ipv6: list[ipaddress.IPv6Interface] = field(default_factory=list)
     multicast_macs: set[bytes] = field(default_factory=set)
     up: bool = True
+    _addr_set: set[bytes] = field(default_factory=set, repr=False)
+    _addr_key: tuple[int, int] = field(default=(-1, -1), repr=False)
 
     def addresses(self, family: int) -> list[bytes]:
         addrs = self.ipv4 if family == 4 else self.ipv6
         return [a.ip.packed for a in addrs]
 
     def has_address(self, ip: bytes) -> bool:
-        addrs = self.ipv4 if len(ip) == 4 else self.ipv6
-        return any(a.ip.packed == ip for a in addrs)
+        # per-frame check: a set of packed addresses, rebuilt only when the address lists change
+        if self._addr_key != (len(self.ipv4), len(self.ipv6)):
+            self._addr_set = {a.ip.packed for a in self.ipv4} | {a.ip.packed for a in self.ipv6}
+            self._addr_key = (len(self.ipv4), len(self.ipv6))
+        return ip in self._addr_set
 
     def source_for(self, dst: bytes) -> bytes | None:
         """The address to send from towards `dst`: one on the same subnet if any, else the first."""

@@ -170,11 +170,21 @@ class HostIp:
         if p is None:
             p = self.paths[key] = Path(src, dst, route.interface, next_hop, mtu)
         else:
+            # a route change may move the path to another next hop or interface
             p.mtu = mtu
+            p.next_hop = next_hop
+            p.interface = route.interface
         return p
 
     def neighbor_for(self, path: Path) -> Neighbor:
-        return self.neighbors[path.interface].entry(path.next_hop)
+        """The path's next-hop neighbor, resolution started if the cache had no entry yet."""
+        cache = self.neighbors[path.interface]
+        n = cache.get(path.next_hop)
+        if n is None:
+            cache.resolve(path.next_hop, lambda mac: None)  # starts ARP/ND; nothing queued to send
+            n = cache.get(path.next_hop)
+            assert n is not None
+        return n
 
     # -- output -----------------------------------------------------------------------------------
 
