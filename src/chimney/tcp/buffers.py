@@ -1,0 +1,243 @@
+"""Send buffer (user memoryviews indexed by sequence offset) and receive side (in-order queue plus
+bounded out-of-order reassembly that also yields RFC 2018 SACK blocks)."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import deque
+
+
+class SendBuffer:
+    """Unacked + unsent user data as a list of memoryviews; `start`/`end` are unwrapped sequence numbers.
+
+    No per-byte work: slices are memoryview slices; only a slice spanning two user buffers is copied once.
+    """
+
+    __slots__ = ("_bufs", "_head", "_starts", "end", "start")
+
+    def __init__(self, start: int) -> None:
+        self._bufs: list[memoryview] = []
+        self._starts: list[int] = []
+        self._head = 0
+        self.start = start
+        self.end = start
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def append(self, data: memoryview) -> None:
+        self._bufs.append(data)
+        self._starts.append(self.end)
+        self.end += len(data)
+
+    def consume_to(self, seq: int) -> None:
+        """Drop everything before `seq` (acknowledged)."""
+        if seq <= self.start:
+            return
+        if seq > self.end:
+            seq = self.end
+        bufs, starts = self._bufs, self._starts
+        h = self._head
+        n = len(bufs)
+        while h < n and starts[h] + len(bufs[h]) <= seq:
+            bufs[h] = None  # type: ignore[call-overload]  # release the caller's buffer early
+            h += 1
+        self._head = h
+        self.start = seq
+        if h > 32 and h * 2 > n:
+            del bufs[:h]
+            del starts[:h]
+            self._head = 0
+
+    def slice(self, seq: int, n: int) -> memoryview | bytes:
+        """Bytes [seq, seq+n) (must be inside the buffer)."""
+        if seq < self.start or seq + n > self.end:
+            raise ValueError(f"send buffer slice [{seq},{seq + n}) outside [{self.start},{self.end})")
+        bufs, starts = self._bufs, self._starts
+        i = bisect_right(starts, seq, self._head) - 1
+        off = seq - starts[i]
+        b = bufs[i]
+        if off + n <= len(b):
+            return b[off : off + n]
+        parts = [b[off:]]
+        got = len(b) - off
+        while got < n:
+            i += 1
+            b = bufs[i]
+            take = min(len(b), n - got)
+            parts.append(b[:take])
+            got += take
+        return b"".join(parts)
+
+    def views(self) -> list[memoryview]:
+        """The buffered bytes in order as views (for export)."""
+        out: list[memoryview] = []
+        for i in range(self._head, len(self._bufs)):
+            b = self._bufs[i]
+            s = self._starts[i]
+            lo = max(self.start - s, 0)
+            if lo < len(b):
+                out.append(b[lo:])
+        return out
+
+
+class ReceiveQueue:
+    """In-order bytes not yet read by the user."""
+
+    __slots__ = ("_q", "size")
+
+    def __init__(self) -> None:
+        self._q: deque[memoryview | bytes] = deque()
+        self.size = 0
+
+    def append(self, data: memoryview | bytes) -> None:
+        self._q.append(data)
+        self.size += len(data)
+
+    def read(self, max_bytes: int) -> memoryview | bytes:
+        q = self._q
+        if not q or max_bytes == 0:
+            return b""
+        if max_bytes < 0 or max_bytes > self.size:
+            max_bytes = self.size
+        first = q[0]
+        if len(first) >= max_bytes:
+            if len(first) == max_bytes:
+                q.popleft()
+                self.size -= max_bytes
+                return first
+            q[0] = first[max_bytes:]
+            self.size -= max_bytes
+            return first[:max_bytes]
+        parts = []
+        got = 0
+        while got < max_bytes:
+            b = q[0]
+            take = min(len(b), max_bytes - got)
+            if take == len(b):
+                q.popleft()
+                parts.append(b)
+            else:
+                parts.append(b[:take])
+                q[0] = b[take:]
+            got += take
+        self.size -= got
+        return b"".join(parts)
+
+    def views(self) -> list[memoryview]:
+        return [memoryview(b) for b in self._q]
+
+
+class Reassembly:
+    """Out-of-order segments as non-overlapping (start, data) pieces sorted by start (unwrapped seqs)."""
+
+    __slots__ = ("_data", "_starts", "bytes", "max_pieces", "recent")
+
+    def __init__(self, max_pieces: int) -> None:
+        self._starts: list[int] = []
+        self._data: list[memoryview | bytes] = []
+        self.bytes = 0
+        self.max_pieces = max_pieces
+        self.recent: list[int] = []  # seqs of the latest arrivals, newest first (RFC 2018 4)
+
+    def __bool__(self) -> bool:
+        return bool(self._starts)
+
+    def add(self, seq: int, data: memoryview | bytes) -> bool:
+        """Insert data at seq, trimming overlaps with what is held. False if dropped for memory."""
+        starts, datas = self._starts, self._data
+        end = seq + len(data)
+        i = bisect_right(starts, seq)
+        # Trim against the piece before.
+        if i > 0:
+            pe = starts[i - 1] + len(datas[i - 1])
+            if pe >= end:
+                self._touch(seq)
+                return True
+            if pe > seq:
+                data = data[pe - seq :]
+                seq = pe
+        # Insert pieces around the following ones.
+        while data:
+            if i < len(starts) and starts[i] < end:
+                ns = starts[i]
+                if ns > seq:
+                    if len(starts) >= self.max_pieces:
+                        return False
+                    starts.insert(i, seq)
+                    datas.insert(i, data[: ns - seq])
+                    self.bytes += ns - seq
+                    i += 1
+                ne = ns + len(datas[i])
+                if ne >= end:
+                    break
+                data = data[ne - seq :] if ne > seq else data
+                seq = max(seq, ne)
+                i += 1
+                continue
+            if len(starts) >= self.max_pieces:
+                return False
+            starts.insert(i, seq)
+            datas.insert(i, data)
+            self.bytes += len(data)
+            break
+        self._touch(seq)
+        return True
+
+    def _touch(self, seq: int) -> None:
+        r = self.recent
+        if seq in r:
+            r.remove(seq)
+        r.insert(0, seq)
+        del r[4:]
+
+    def pop_ready(self, rcv_nxt: int) -> tuple[int, list[memoryview | bytes]]:
+        """Remove pieces now contiguous with rcv_nxt; returns (new rcv_nxt, their data in order)."""
+        starts, datas = self._starts, self._data
+        out: list[memoryview | bytes] = []
+        while starts and starts[0] <= rcv_nxt:
+            s = starts.pop(0)
+            d = datas.pop(0)
+            self.bytes -= len(d)
+            e = s + len(d)
+            if e > rcv_nxt:
+                out.append(d[rcv_nxt - s :])
+                rcv_nxt = e
+        return rcv_nxt, out
+
+    def drop_beyond(self, seq: int) -> None:
+        starts, datas = self._starts, self._data
+        while starts and starts[-1] >= seq:
+            starts.pop()
+            self.bytes -= len(datas.pop())
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """Merged contiguous ranges, ascending."""
+        out: list[tuple[int, int]] = []
+        for s, d in zip(self._starts, self._data):
+            e = s + len(d)
+            if out and out[-1][1] == s:
+                out[-1] = (out[-1][0], e)
+            else:
+                out.append((s, e))
+        return out
+
+    def sack_blocks(self, limit: int) -> list[tuple[int, int]]:
+        """Up to `limit` blocks, the one holding the most recent arrival first (RFC 2018 4)."""
+        blocks = self.blocks()
+        chosen: list[tuple[int, int]] = []
+        for seq in self.recent:
+            for b in blocks:
+                if b[0] <= seq < b[1] and b not in chosen:
+                    chosen.append(b)
+                    break
+        for b in reversed(blocks):
+            if b not in chosen:
+                chosen.append(b)
+        return chosen[:limit]
+
+    def clear(self) -> None:
+        self._starts.clear()
+        self._data.clear()
+        self.bytes = 0
+        self.recent.clear()

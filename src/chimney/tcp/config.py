@@ -1,0 +1,104 @@
+"""TCP engine configuration: `TcpConfig` (RFC defaults) and `linux_profile()` (Linux defaults).
+
+All durations are integer nanoseconds; sizes are bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+MS = 1_000_000
+S = 1_000_000_000
+
+MAX_RT_COUNT = 0  # max_rt_ns == 0: limit retransmissions by count (R-TMR-17 MaxRT == 0)
+MAX_RT_UNLIMITED = -1  # max_rt_ns == -1: never give up (R-TMR-17 MaxRT == 0xFFFFFFFF)
+
+
+@dataclass(slots=True)
+class TcpConfig:
+    """Per-connection tunables. Defaults follow the RFCs; `linux_profile()` gives Linux's."""
+
+    mss: int = 1460  # MSS we advertise (RFC 9293 3.7.1: MTU - 40 for IPv4)
+    path_mtu: int = 1500
+    ip_header_size: int = 20  # 20 IPv4, 40 IPv6
+    initial_window: int = 10  # segments (RFC 6928)
+    rcv_buf: int = 262_144
+    snd_buf: int = 262_144
+    window_scaling: bool = True
+    rcv_wscale: int | None = None  # None: smallest shift that fits rcv_buf
+    timestamps: bool = True
+    sack: bool = True
+    ts_hz: int = 1000  # timestamp clock rate (R-TS-05: calibrate to TicksPerSecond when offloading)
+    delayed_ack: bool = True
+    delack_timeout_ns: int = 200 * MS  # RFC 9293 3.8.6.3: < 0.5 s
+    ack_frequency: int = 2  # ACK at least every second full-sized segment
+    nagle: bool = True
+    rto_initial_ns: int = 1 * S  # RFC 6298 2.1
+    rto_min_ns: int = 200 * MS  # RFC 6298 says 1 s; Linux uses 200 ms, configurable
+    rto_max_ns: int = 60 * S  # RFC 6298 2.5: at least 60 s
+    clock_granularity_ns: int = 1 * MS  # G in RFC 6298 2.2/2.3
+    max_retransmissions: int = 15  # TcpMaximumRetransmissions (R-TMR-17 with max_rt_ns == 0)
+    max_rt_ns: int = MAX_RT_COUNT  # MaxRT: 0 count limit, -1 unlimited, > 0 total retransmit time
+    syn_retries: int = 6
+    synack_retries: int = 5
+    user_timeout_ns: int = 0  # RFC 5482-style: 0 disabled
+    keepalive: bool = False
+    keepalive_idle_ns: int = 7200 * S
+    keepalive_interval_ns: int = 75 * S
+    keepalive_count: int = 9
+    fin_wait2_timeout_ns: int = 120 * S  # R-TMR-05 (only for connections closed by the user)
+    msl_ns: int = 60 * S  # TIME-WAIT lasts 2*MSL
+    congestion_control: str = "newreno"  # or "cubic"
+    dupack_threshold: int = 3
+    limited_transmit: bool = True  # RFC 3042
+    abc_limit: int = 2  # RFC 3465 L (segments per ACK in slow start)
+    sws_sender_fraction: int = 2  # send a sub-MSS segment when >= max_snd_wnd / this
+    challenge_ack_limit: int = 100  # challenge ACKs per second per connection (RFC 5961 7)
+    rfc1337: bool = False  # ignore RST in TIME-WAIT
+    max_ooo_segments: int = 512  # reassembly queue entries before further out-of-order data is dropped
+    persist_min_ns: int = 200 * MS
+    persist_max_ns: int = 60 * S
+
+    @property
+    def time_wait_ns(self) -> int:
+        return 2 * self.msl_ns
+
+    def replace(self, **changes: object) -> TcpConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def validate(self) -> None:
+        if not 88 <= self.mss <= 65495:
+            raise ValueError(f"mss {self.mss} out of range")
+        if self.rcv_buf <= 0 or self.snd_buf <= 0:
+            raise ValueError("buffer sizes must be positive")
+        if self.congestion_control not in ("newreno", "cubic"):
+            raise ValueError(f"unknown congestion control {self.congestion_control!r}")
+        if self.rcv_wscale is not None and not 0 <= self.rcv_wscale <= 14:
+            raise ValueError("rcv_wscale must be 0..14 (RFC 7323 2.3)")
+        if not self.rto_min_ns <= self.rto_initial_ns <= self.rto_max_ns:
+            raise ValueError("need rto_min <= rto_initial <= rto_max")
+
+
+def linux_profile(**overrides: object) -> TcpConfig:
+    """Linux defaults (net.ipv4.tcp_* as of 6.x): 40 ms delayed ACK floor, 200 ms min RTO,
+    120 s max RTO, tcp_retries2=15, syn_retries=6, FIN_WAIT_2 60 s, TIME-WAIT 60 s, CUBIC, wscale 7."""
+    cfg = TcpConfig(
+        rcv_buf=131_072,
+        snd_buf=16_384 * 4,
+        rcv_wscale=7,
+        delack_timeout_ns=40 * MS,
+        rto_min_ns=200 * MS,
+        rto_max_ns=120 * S,
+        max_retransmissions=15,
+        syn_retries=6,
+        synack_retries=5,
+        keepalive_idle_ns=7200 * S,
+        keepalive_interval_ns=75 * S,
+        keepalive_count=9,
+        fin_wait2_timeout_ns=60 * S,
+        msl_ns=30 * S,
+        congestion_control="cubic",
+        challenge_ack_limit=1000,
+    )
+    return cfg.replace(**overrides) if overrides else cfg

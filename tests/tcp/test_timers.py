@@ -1,0 +1,165 @@
+"""Timers: RTO (RFC 6298, Karn, backoff, R-TMR-17 retry limits), user timeout, keepalive (R-TMR-09),
+persist / zero-window probing with the contract counters (R-TMR-10..14)."""
+
+from __future__ import annotations
+
+from tcp_harness import C1, CLIENT_ISS, MS, S1, SERVER_ISS, Peer, S, established_server, w
+
+from chimney.tcp import Closed, Connection, TcpConfig, TimedOut
+from chimney.tcp.connection import RTX_PERSIST, RTX_RETRANSMIT
+
+P1 = w(S1 - 1)  # probe sequence number (SND.UNA - 1)
+
+
+def retransmit_times(p: Peer, until: int) -> list[int]:
+    times = []
+    while p.conn.state.name != "Closed":
+        d = p.conn.next_deadline()
+        if d is None or d > until:
+            break
+        p.run_timers_until(d)
+        if any(len(s.payload) for s in p.out()):
+            times.append(p.now // MS)
+    return times
+
+
+def test_first_rtt_sample_sets_rto_rfc6298() -> None:
+    c = Connection(TcpConfig(), 2000, 80, CLIENT_ISS)
+    c.connect(0)
+    p = Peer(c, 100 * MS)
+    p.out()
+    p.peer_sends(f"S. {SERVER_ISS}:{SERVER_ISS}(0) ack {C1} win 1000 <mss 1000>")
+    assert c.srtt == 100 * MS and c.rttvar == 50 * MS and c.rto == 300 * MS  # SRTT + 4*RTTVAR
+
+
+def test_rto_backoff_doubles_and_clamps_to_max() -> None:
+    p = established_server(TcpConfig(rto_max_ns=1 * S, max_retransmissions=8))
+    p.conn.send(b"a" * 100, 0)
+    p.out()
+    assert retransmit_times(p, 5 * S) == [200, 600, 1400, 2400, 3400, 4400]
+
+
+def test_karn_no_sample_from_retransmitted_segment() -> None:
+    p = established_server(TcpConfig(rto_min_ns=10 * MS))
+    srtt = p.conn.srtt
+    p.conn.send(b"a" * 100, 0)
+    p.out()
+    p.run_timers_until(p.conn.next_deadline() or 0)
+    assert len(p.out()) == 1
+    p.now += 500 * MS
+    p.peer_sends(f". {C1}:{C1}(0) ack {w(S1 + 100)} win 65535")
+    assert p.conn.srtt == srtt  # ambiguous sample discarded
+    assert p.conn.retransmit_count == 0
+
+
+def test_retransmission_count_limit_r_tmr_17_maxrt_zero() -> None:
+    p = established_server(TcpConfig(max_retransmissions=3, max_rt_ns=0))
+    p.conn.send(b"a" * 100, 0)
+    p.out()
+    assert retransmit_times(p, 60 * S) == [200, 600, 1400]
+    assert p.conn.state.name == "Closed" and p.now == 3000 * MS
+    assert p.conn.pop_events() == [TimedOut("retransmit"), Closed("timeout")]
+
+
+def test_total_retransmit_time_limit_r_tmr_17_maxrt_nonzero() -> None:
+    p = established_server(TcpConfig(max_retransmissions=100, max_rt_ns=1 * S))
+    p.conn.send(b"a" * 100, 0)
+    p.out()
+    assert retransmit_times(p, 60 * S) == [200, 600]
+    assert p.conn.state.name == "Closed" and p.now == 1400 * MS
+
+
+def test_unlimited_retransmissions_r_tmr_17_maxrt_all_ones() -> None:
+    p = established_server(TcpConfig(max_retransmissions=1, max_rt_ns=-1, rto_max_ns=1 * S))
+    p.conn.send(b"a" * 100, 0)
+    p.out()
+    times = retransmit_times(p, 100 * S)
+    assert len(times) > 90 and p.conn.state.name == "Established"
+
+
+def test_user_timeout() -> None:
+    p = established_server(TcpConfig(user_timeout_ns=1 * S))
+    p.conn.send(b"a" * 100, 0)
+    p.out()
+    retransmit_times(p, 60 * S)
+    assert TimedOut("user_timeout") in p.conn.pop_events() and p.now == 1400 * MS
+
+
+def test_keepalive_probes_and_gives_up_r_tmr_09() -> None:
+    cfg = TcpConfig(keepalive=True, keepalive_idle_ns=10 * S, keepalive_interval_ns=1 * S, keepalive_count=3)
+    p = established_server(cfg)
+    assert p.conn.next_deadline() == 10 * S
+    sent = []
+    while p.conn.state.name == "Established":
+        d = p.conn.next_deadline()
+        assert d is not None
+        p.run_timers_until(d)
+        sent += [(p.now // S, s) for s in p.out()]
+    assert [t for t, _ in sent] == [10, 11, 12, 13]
+    for _, s in sent[:3]:
+        assert s.seq == P1 and len(s.payload) == 0 and s.ack == C1
+    assert sent[3][1].flags & 0x04  # RST after the last unanswered probe
+    assert TimedOut("keepalive") in p.conn.pop_events()
+
+
+def test_keepalive_answer_resets_probes() -> None:
+    cfg = TcpConfig(keepalive=True, keepalive_idle_ns=10 * S, keepalive_interval_ns=1 * S, keepalive_count=3)
+    p = established_server(cfg)
+    p.run_timers_until(11 * S)
+    assert p.conn.keepalive_probes == 2
+    p.peer_sends(f". {C1}:{C1}(0) ack {S1} win 65535")
+    assert p.conn.keepalive_probes == 0 and p.conn.next_deadline() == 21 * S
+
+
+def zero_window(cfg: TcpConfig | None = None) -> Peer:
+    p = established_server(cfg)
+    p.peer_sends(f". {C1}:{C1}(0) ack {S1} win 0")
+    p.conn.send(b"z" * 100, 0)
+    return p
+
+
+def test_persist_start_r_tmr_10() -> None:
+    p = zero_window()
+    p.expect_nothing()
+    assert p.conn.rtx_timer_mode == RTX_PERSIST
+    assert p.conn.persist_round == 0 and p.conn.retransmit_count == 0
+    assert p.conn.next_deadline() == 200 * MS  # RTO << 0
+
+
+def test_persist_probe_and_backoff_within_round_r_tmr_11() -> None:
+    p = zero_window()
+    p.run_timers_until(200 * MS)
+    p.expect_sent(f". {P1}:{P1}(0) ack {C1}")
+    assert p.conn.retransmit_count == 1 and p.conn.next_deadline() == 400 * MS  # armed with RTO << 0
+    p.run_timers_until(400 * MS)
+    p.expect_sent(f". {P1}:{P1}(0) ack {C1}")
+    assert p.conn.retransmit_count == 2 and p.conn.next_deadline() == 800 * MS  # RTO << 1
+
+
+def test_zero_window_ack_starts_next_round_r_tmr_12() -> None:
+    p = zero_window()
+    p.run_timers_until(400 * MS)
+    p.out()
+    p.peer_sends(f". {C1}:{C1}(0) ack {S1} win 0")
+    assert p.conn.persist_round == 1 and p.conn.retransmit_count == 0
+    assert p.conn.next_deadline() == 400 * MS + 400 * MS  # RTO << SndWndProbeCount
+
+
+def test_window_opening_ends_persist_r_tmr_13() -> None:
+    p = zero_window()
+    p.run_timers_until(200 * MS)
+    p.out()
+    p.peer_sends(f". {C1}:{C1}(0) ack {S1} win 1000")
+    p.expect_sent(f"P. {S1}:{w(S1 + 100)}(100) ack {C1}")
+    assert p.conn.rtx_timer_mode == RTX_RETRANSMIT and p.conn.persist_round == 0
+
+
+def test_unanswered_probes_time_out_r_tmr_14() -> None:
+    p = zero_window(TcpConfig(max_retransmissions=2))
+    probes = 0
+    while p.conn.state.name == "Established":
+        d = p.conn.next_deadline()
+        assert d is not None
+        p.run_timers_until(d)
+        probes += sum(1 for s in p.out() if s.seq == P1)
+    assert probes == 3 and TimedOut("persist") in p.conn.pop_events()
