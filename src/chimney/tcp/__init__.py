@@ -21,6 +21,7 @@ from chimney.tcp.events import (
     UrgentData,
 )
 from chimney.tcp.listener import Listener, isn_rfc6528
+from chimney.tcp.offload import detach, export_state, import_state, update_cached
 from chimney.tcp.seq import Seq, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 
 __all__ = [
@@ -47,6 +48,9 @@ __all__ = [
     "TcpStats",
     "TimedOut",
     "UrgentData",
+    "detach",
+    "export_state",
+    "import_state",
     "isn_rfc6528",
     "linux_profile",
     "make_cc",
@@ -57,4 +61,5 @@ __all__ = [
     "seq_gt",
     "seq_le",
     "seq_lt",
+    "update_cached",
 ]

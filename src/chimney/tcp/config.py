@@ -56,6 +56,7 @@ class TcpConfig:
     sws_sender_fraction: int = 2  # send a sub-MSS segment when >= max_snd_wnd / this
     challenge_ack_limit: int = 100  # challenge ACKs per second per connection (RFC 5961 7)
     rfc1337: bool = False  # ignore RST in TIME-WAIT
+    oow_ack_interval_ns: int = 100 * MS  # min gap between dupACKs answering out-of-window pure ACKs
     max_ooo_segments: int = 512  # reassembly queue entries before further out-of-order data is dropped
     persist_min_ns: int = 200 * MS
     persist_max_ns: int = 60 * S
@@ -100,5 +101,6 @@ def linux_profile(**overrides: object) -> TcpConfig:
         msl_ns=30 * S,
         congestion_control="cubic",
         challenge_ack_limit=1000,
+        oow_ack_interval_ns=500 * MS,  # net.ipv4.tcp_invalid_ratelimit
     )
     return cfg.replace(**overrides) if overrides else cfg

@@ -130,6 +130,7 @@ class Connection:
         "_last_ack_sent",
         "_last_progress",
         "_now",
+        "_oow_last",
         "_out",
         "_parent",
         "_parent_key",
@@ -274,6 +275,7 @@ class Connection:
         self._parent: Any = None
         self._parent_key: Any = None
         self._out: list[TcpSegment] = []
+        self._oow_last = -(10**18)
         self._events: list[Event] = []
         self.stats = TcpStats()
 
@@ -350,6 +352,12 @@ class Connection:
 
         return import_state(*args, **kwargs)
 
+    def update_cached(self, cached: Any, now: int, ticks_per_second: int) -> None:
+        """Apply an updated TCP_OFFLOAD_STATE_CACHED; see chimney.tcp.offload.update_cached."""
+        from chimney.tcp.offload import update_cached
+
+        update_cached(self, cached, now, ticks_per_second)
+
     def detach(self) -> None:
         """Stop all timers and output after export (the connection now lives elsewhere)."""
         from chimney.tcp.offload import detach
@@ -407,6 +415,13 @@ class Connection:
         if blocks:
             return TcpOptions(sack_blocks=blocks)
         return None
+
+    def _ack_seq(self) -> int:
+        """Sequence number for a pure ACK: SND.MAX, or the right edge of the peer's window if we are past
+        it (Linux tcp_acceptable_seq), so the ACK stays acceptable to the peer."""
+        edge = self.snd_una + self.snd_wnd
+        smax = self.snd_max
+        return smax if smax <= edge else edge
 
     def _emit_seg(self, seq: int, flags: int, payload: memoryview | bytes, now: int) -> None:
         """Queue one segment carrying ACK state; every transmitted segment acknowledges (clears delayed ACK)."""
@@ -531,7 +546,7 @@ class Connection:
             return
         self._cack_count += 1
         self.stats.challenge_acks += 1
-        self._emit_seg(self.snd_max, ACK, b"", now)
+        self._emit_seg(self._ack_seq(), ACK, b"", now)
 
     def _restart_keepalive(self, now: int) -> None:
         if self.cfg.keepalive:
@@ -591,7 +606,7 @@ class Connection:
             if before - self.rcv_nxt < min(cfg.rcv_buf >> 1, 2 * cfg.mss):
                 self._rcv_window()
                 if self.rcv_adv > before:
-                    self._emit_seg(self.snd_max, ACK, b"", now)
+                    self._emit_seg(self._ack_seq(), ACK, b"", now)
         if self._peer_closed_pending and self.rxq.size == 0:
             self._peer_closed_pending = False
             self._emit(PeerClosed())
@@ -674,7 +689,7 @@ class Connection:
         if d is not None and d <= now:
             self._delack_deadline = None
             if self.state is not CLOSED:
-                self._emit_seg(self.snd_max, ACK, b"", now)
+                self._emit_seg(self._ack_seq(), ACK, b"", now)
         d = self._rtx_deadline
         if d is not None and d <= now:
             self._rtx_deadline = None
@@ -801,7 +816,7 @@ class Connection:
             else:
                 self._send_loop(now, force_one)
         if self._ack_now:
-            self._emit_seg(self.snd_max, ACK, b"", now)
+            self._emit_seg(self._ack_seq(), ACK, b"", now)
 
     def _send_loop(self, now: int, force_one: bool) -> None:
         cfg = self.cfg
@@ -820,7 +835,10 @@ class Connection:
             nxt = self.snd_nxt
             snd_max = self.snd_max
             wnd = self.snd_wnd
-            limit = una + (wnd if wnd < cwnd else cwnd) if not force_one else una + mss
+            if force_one:
+                limit = una + (mss if wnd == 0 or wnd > mss else wnd)
+            else:
+                limit = una + (wnd if wnd < cwnd else cwnd)
             usable = limit - nxt
             avail = data_end - nxt
             if avail > 0:
@@ -1184,7 +1202,7 @@ class Connection:
                 and now - self.ts_recent_time < PAWS_IDLE_NS
             ):
                 self._drop("paws")
-                self._emit_seg(self.snd_max, ACK, b"", now)
+                self._emit_seg(self._ack_seq(), ACK, b"", now)
                 return
         if (
             flags & SYN
@@ -1204,7 +1222,9 @@ class Connection:
         if wnd < 0:
             wnd = 0
         if seglen == 0:
-            ok = seq == rcv_nxt if wnd == 0 else rcv_nxt <= seq < rcv_nxt + wnd
+            # Right edge inclusive for empty segments (as Linux): a sender that filled our window
+            # sends its ACKs with SEQ = RCV.NXT + RCV.WND.
+            ok = seq == rcv_nxt if wnd == 0 else rcv_nxt <= seq <= rcv_nxt + wnd
         elif wnd == 0:
             ok = False
             if seq == rcv_nxt and flags & ACK:
@@ -1227,7 +1247,14 @@ class Connection:
                 self._send_syn(now, with_ack=True)
                 return
             self._drop("unacceptable_seq")
-            self._emit_seg(self.snd_max, ACK, b"", now)
+            if seglen == 0 and now - self._oow_last < self.cfg.oow_ack_interval_ns:
+                # Rate-limit dupACKs to out-of-window pure ACKs (as Linux tcp_invalid_ratelimit) so two
+                # ends with diverging views cannot start an ACK storm.
+                self._drop("oow_ack_rate_limited")
+            else:
+                if seglen == 0:
+                    self._oow_last = now
+                self._emit_seg(self._ack_seq(), ACK, b"", now)
             if st is TIME_WAIT and flags & FIN:
                 self._tw_deadline = now + self.cfg.time_wait_ns
             return
@@ -1292,7 +1319,7 @@ class Connection:
         if ack > self.snd_max:
             # RFC 9293: ACK for data not yet sent -> ACK and drop.
             self._drop("ack_beyond_snd_max")
-            self._emit_seg(self.snd_max, ACK, b"", now)
+            self._emit_seg(self._ack_seq(), ACK, b"", now)
             return
         if ack < una - self.max_snd_wnd:
             self._drop("ack_too_old")
@@ -1348,7 +1375,7 @@ class Connection:
             return
         elif st is TIME_WAIT:
             if flags & FIN:
-                self._emit_seg(self.snd_max, ACK, b"", now)
+                self._emit_seg(self._ack_seq(), ACK, b"", now)
                 self._tw_deadline = now + self.cfg.time_wait_ns
             return
         if st is FIN_WAIT_2 and self._rtx_deadline is not None and self._rtx_mode == RTX_FIN_WAIT_2:
@@ -1397,7 +1424,7 @@ class Connection:
             self._on_new_ack(una + acked, rcv_nxt, wnd_field, opts, now)
             self._send_loop(now, False)
             if self._ack_now:
-                self._emit_seg(self.snd_max, ACK, b"", now)
+                self._emit_seg(self._ack_seq(), ACK, b"", now)
             return True
         if self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= una):
             self.snd_wnd = wnd_field
@@ -1418,7 +1445,7 @@ class Connection:
         if self.sndbuf.end > self.snd_nxt or self.fin_seq is not None:
             self._send_loop(now, False)
         if self._ack_now:
-            self._emit_seg(self.snd_max, ACK, b"", now)
+            self._emit_seg(self._ack_seq(), ACK, b"", now)
         return True
 
     def _on_new_ack(self, ack: int, seq: int, wnd_field: int, opts: TcpOptions | None, now: int) -> None:

@@ -103,7 +103,7 @@ def export_state(
     if tps <= 0:
         raise ValueError("ticks_per_second must be positive")
     if flush_delayed_ack and (conn._delack_deadline is not None or conn._ack_now):
-        conn._emit_seg(conn.snd_max, ACK, b"", now)  # R-TMR-04: flush, do not carry
+        conn._emit_seg(conn._ack_seq(), ACK, b"", now)  # R-TMR-04: flush, do not carry
     cfg = conn.cfg
     cflags = 0
     if conn.ts_ok:
@@ -342,4 +342,4 @@ def update_cached(conn: Connection, cached: TcpOffloadStateCached, now: int, tic
         before = conn.rcv_adv_max
         conn._rcv_window()
         if conn.rcv_adv_max != before:
-            conn._emit_seg(conn.snd_max, ACK, b"", now)
+            conn._emit_seg(conn._ack_seq(), ACK, b"", now)

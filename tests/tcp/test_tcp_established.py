@@ -258,3 +258,21 @@ def test_receive_window_closes_and_reopens_with_update() -> None:
     p.conn.recv(1000)
     (upd,) = p.out()
     assert upd.window == 1500 and upd.ack == w(C1 + 3000)
+
+
+def test_empty_segment_at_right_window_edge_is_accepted() -> None:
+    p = established_server(TcpConfig(rcv_buf=1000))
+    # A peer that filled our window acks with SEQ = RCV.NXT + RCV.WND (Linux tcp_acceptable_seq).
+    p.conn.send(b"x" * 10, 0)
+    p.out()
+    p.peer_sends(f". {w(C1 + 1000)}:{w(C1 + 1000)}(0) ack {w(S1 + 10)} win 65535")
+    assert p.conn.snd_una & 0xFFFFFFFF == w(S1 + 10)
+
+
+def test_dupacks_to_out_of_window_pure_acks_are_rate_limited() -> None:
+    p = established_server(TcpConfig(oow_ack_interval_ns=100 * MS))
+    for _ in range(5):
+        p.peer_sends(f". {w(C1 - 100)}:{w(C1 - 100)}(0) ack {S1} win 65535")
+    assert len(p.out()) == 1 and p.conn.stats.drops["oow_ack_rate_limited"] == 4
+    p.peer_sends(f". {w(C1 - 100)}:{w(C1 - 100)}(10) ack {S1} win 65535")  # data: always answered
+    assert len(p.out()) == 1

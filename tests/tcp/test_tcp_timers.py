@@ -163,3 +163,16 @@ def test_unanswered_probes_time_out_r_tmr_14() -> None:
         p.run_timers_until(d)
         probes += sum(1 for s in p.out() if s.seq == P1)
     assert probes == 3 and TimedOut("persist") in p.conn.pop_events()
+
+
+def test_rto_retransmission_stays_inside_the_peer_window() -> None:
+    p = established_server(TcpConfig(nagle=False), win=4000)
+    p.conn.send(b"a" * 8000, 0)
+    assert sum(len(s.payload) for s in p.out()) == 2920  # the 1080-byte tail waits (sender SWS)
+    p.run_timers_until(200 * MS)
+    (r,) = p.out()
+    assert r.seq == S1 and len(r.payload) == 1460  # one segment, within the 4000-byte window
+    p.peer_sends(f". {C1}:{C1}(0) ack {S1} win 500")  # window shrank to 500
+    p.run_timers_until(600 * MS)
+    (r,) = p.out()
+    assert len(r.payload) == 500
