@@ -1,0 +1,229 @@
+"""The packetdrill interpreter against our host stack: passing scripts, precise failures (expected vs
+actual, with the script line), unsupported constructs reported (never a silent pass), shell settings,
+profiles, IPv6, the CLI (summary line, exit status) and JUnit output."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from chimney.cli_packetdrill import packetdrill
+from chimney.packetdrill import format_suite, junit_xml, parse_script, run_suite
+from chimney.packetdrill.interp import Runner, ScriptResult
+
+NO_OPTS = "`sysctl -q net.ipv4.tcp_timestamps=0 net.ipv4.tcp_sack=0 net.ipv4.tcp_window_scaling=0`\n"
+PASSIVE = NO_OPTS + """0   socket(..., SOCK_STREAM, IPPROTO_TCP) = 3
++0  bind(3, ..., ...) = 0
++0  listen(3, 1) = 0
++0  < S 0:0(0) win 65535 <mss 1460>
++0  > S. 0:0(0) ack 1 win 65535 <mss 1460>
++.1 < . 1:1(0) ack 1 win 65535
++0  accept(3, ..., ...) = 4
+"""
+# PASSIVE has 8 lines (the sysctl line is line 1); the next line is 9.
+
+
+def run(text: str, **kw: object) -> ScriptResult:
+    return Runner(parse_script(text, "t.pkt"), **kw).run()  # type: ignore[arg-type]
+
+
+def test_passive_open_data_and_close_pass() -> None:
+    r = run(PASSIVE + "+0 write(4, ..., 100) = 100\n+0 > P. 1:101(100) ack 1 win 65535\n"
+            "+.1 < . 1:1(0) ack 101 win 65535\n+0 close(4) = 0\n+0 > F. 101:101(0) ack 1 win 65535\n")
+    assert r.status == "pass", r.message
+    assert r.outbound[-1] == "0.200000 F. 101:101(0) ack 1 win 65535"
+
+
+def test_wrong_outbound_expectation_names_line_expected_and_actual() -> None:
+    r = run(PASSIVE + "+0 write(4, ..., 100) = 100\n+0 > P. 1:101(100) ack 1 win 4000\n")
+    assert r.status == "fail" and r.line == 10
+    assert r.message.startswith("line 10: outbound packet mismatch: win 65535 != 4000")
+    assert "expected: > P. 1:101(100) ack 1 win 4000" in r.message
+    assert "actual:   > P. 1:101(100) ack 1 win 65535  (at 0.100000)" in r.message
+
+
+def test_wrong_options_are_reported() -> None:
+    r = run(NO_OPTS + "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n"
+            "+0 listen(3, 1) = 0\n+0 < S 0:0(0) win 65535 <mss 1460>\n+0 > S. 0:0(0) ack 1 win 65535 <mss 1000>\n")
+    assert r.status == "fail" and r.line == 6 and "mss 1460 != 1000" in r.message
+
+
+def test_packet_too_early_and_too_late() -> None:
+    early = run(PASSIVE + "+0 write(4, ..., 10) = 10\n+.05 > P. 1:11(10) ack 1 win 65535\n")
+    assert early.status == "fail" and "too early" in early.message and early.line == 10
+    late = run(PASSIVE + "+0 < P. 1:11(10) ack 1 win 65535\n+.1 > . 1:1(0) ack 11 win 65535\n")
+    assert late.status == "fail" and late.line == 10
+    assert "nothing was sent" in late.message  # the delayed ACK comes at +0.2, after 0.1 + 4 ms
+
+
+def test_tolerance_option_widens_the_window() -> None:
+    text = PASSIVE + "+0 < P. 1:11(10) ack 1 win 65535\n+.19 > . 1:1(0) ack 11 win 65535\n"
+    assert run(text).status == "fail"
+    assert run("--tolerance_usecs=20000\n" + text).status == "pass"
+    assert run(text, tolerance_usecs=20000).status == "pass"
+
+
+def test_time_range_accepts_anything_inside() -> None:
+    r = run(PASSIVE + "+0 < P. 1:11(10) ack 1 win 65535\n+.1~+.3 > . 1:1(0) ack 11 win 65535\n")
+    assert r.status == "pass", r.message
+
+
+def test_syscall_result_and_errno_mismatch() -> None:
+    r = run(PASSIVE + "+0 read(4, ..., 10) = 10\n")
+    assert r.status == "fail" and r.line == 9
+    assert "blocking call never returned" in r.message
+    r = run(PASSIVE + "+0 fcntl(4, F_SETFL, O_RDWR|O_NONBLOCK) = 0\n+0 read(4, ..., 10) = -1 EINTR (x)\n")
+    assert r.status == "fail" and r.line == 10
+    assert "returned -1 EAGAIN" in r.message and "expected -1 EINTR" in r.message
+
+
+def test_blocking_call_end_time_is_checked() -> None:
+    ok = PASSIVE + "+0...0.3 read(4, ..., 100) = 10\n+.3 < P. 1:11(10) ack 1 win 65535\n" \
+                   "+.2 > . 1:1(0) ack 11 win 65535\n"
+    assert run(ok).status == "pass"
+    r = run(ok.replace("+0...0.3", "+0...0.5"))
+    assert r.status == "fail" and r.line == 9 and "returned at 0.400000, expected at 0.600000" in r.message
+
+
+def test_unexpected_outbound_packet_fails() -> None:
+    r = run(PASSIVE + "+0 write(4, ..., 10) = 10\n+1 close(4) = 0\n")
+    assert r.status == "fail" and "unexpected outbound packet P. 1:11(10)" in r.message
+
+
+@pytest.mark.parametrize(
+    ("line", "construct"),
+    [
+        ("+0 %{ assert tcpi_rto == 1 }%", "inline Python %{ }%"),
+        ("+0 < udp (10)", "udp packet"),
+        ("+0 setsockopt(4, IPPROTO_TCP, TCP_CONGESTION, \"reno\", 4) = 0", "TCP_CONGESTION"),
+        ("+0 ioctl(4, SIOCINQ, [0]) = 0", "system call ioctl()"),
+        ("+0 send(4, ..., 10, MSG_ZEROCOPY) = 10", "constant MSG_ZEROCOPY"),
+    ],
+)
+def test_unsupported_construct_reported_with_line(line: str, construct: str) -> None:
+    r = run(PASSIVE + line + "\n")
+    assert r.status == "unsupported"
+    assert r.message.startswith("unsupported: ") and construct in r.message and r.message.endswith("at line 9")
+
+
+def test_shell_lines_map_sysctls_and_report_the_rest() -> None:
+    r = run("`sysctl -q net.ipv4.tcp_timestamps=0 net.ipv4.tcp_sack=0; tc qdisc add dev eth0 root fq`\n"
+            "`sysctl -q net.ipv4.tcp_window_scaling=0 net.ipv4.tcp_frto=0`\n"
+            "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n+0 listen(3, 1) = 0\n"
+            "+0 < S 0:0(0) win 65535 <mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7>\n"
+            "+0 > S. 0:0(0) ack 1 win 65535 <mss 1460>\n")
+    assert r.status == "pass", r.message
+    assert "line 1: ignored: tc qdisc add dev eth0 root fq" in r.notes
+    assert "line 2: ignored: sysctl net.ipv4.tcp_frto=0" in r.notes
+
+
+def test_linux_profile_uses_linux_delayed_ack() -> None:
+    text = PASSIVE + "+0 < P. 1:11(10) ack 1 win 65535\n+.04 > . 1:1(0) ack 11 win 65535\n"
+    assert run(text).status == "fail"  # our default profile: 200 ms
+    assert run(text, profile="linux").status == "pass"
+    assert run("--profile=linux\n" + text).status == "pass"
+
+
+def test_ipv6_script_runs_over_ipv6() -> None:
+    text = "--ip_version=ipv6\n" + PASSIVE.replace("mss 1460", "mss 1440")
+    r = Runner(parse_script(text, "t.pkt"))
+    res = r.run()
+    assert res.status == "pass", res.message
+    assert r.h is not None and r.h.local_ip == "2001:2::1" and r.h.remote_ip == "2001:2::2"
+
+
+def test_relative_sequence_numbers_follow_our_isn_for_any_seed() -> None:
+    for seed in (1, 2, 3):
+        assert run(PASSIVE + "+0 write(4, ..., 5) = 5\n+0 > P. 1:6(5) ack 1 win 65535\n", seed=seed).status == "pass"
+
+
+def write_scripts(tmp: Path) -> Path:
+    d = tmp / "suite"
+    d.mkdir()
+    (d / "good.pkt").write_text(PASSIVE)
+    (d / "bad.pkt").write_text(PASSIVE + "+0 write(4, ..., 10) = 10\n+0 > P. 1:11(10) ack 2 win 65535\n")
+    (d / "unsup.pkt").write_text(PASSIVE + "+0 %{ print(1) }%\n")
+    return d
+
+
+def test_cli_summary_exit_status_and_junit(tmp_path: Path) -> None:
+    d = write_scripts(tmp_path)
+    app = typer.Typer()
+    app.command()(packetdrill)
+    junit = tmp_path / "out.xml"
+    res = CliRunner().invoke(app, [str(d), "--junit", str(junit)])
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert lines[-1] == "1 passed, 1 failed, 1 unsupported"
+    assert any(x.startswith("FAIL") and "bad.pkt" in x for x in lines)
+    assert any("line 10: outbound packet mismatch: ack 1 != 2" in x for x in lines)
+    root = ET.parse(junit).getroot()
+    suite = root.find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("3", "1", "1")
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert cases["bad.pkt"].find("failure") is not None and cases["bad.pkt"].get("line") == "10"
+    assert "unsupported: inline Python" in cases["unsup.pkt"].find("skipped").get("message")
+    assert cases["good.pkt"].find("failure") is None and cases["good.pkt"].find("skipped") is None
+    ok = CliRunner().invoke(app, [str(d / "good.pkt")])
+    assert ok.exit_code == 0 and ok.output.strip().splitlines()[-1] == "1 passed, 0 failed, 0 unsupported"
+
+
+def test_junit_escapes_markup_in_messages(tmp_path: Path) -> None:
+    d = write_scripts(tmp_path)
+    text = junit_xml(run_suite([d]))
+    root = ET.fromstring(text.encode())
+    failure = root.find("testsuite/testcase/failure")
+    assert failure is not None and "> P. 1:11(10) ack 2" in (failure.text or "")
+
+
+def test_mode_both_runs_each_script_twice_and_reports_differences(tmp_path: Path) -> None:
+    d = write_scripts(tmp_path)
+    (d / "diff.pkt").write_text(PASSIVE + "+0 setsockopt(4, IPPROTO_TCP, TCP_NODELAY, [1], 4) = 0\n"
+                                "+0 write(4, ..., 10) = 10\n+0 > P. 1:11(10) ack 1 win 65535\n"
+                                "+0 write(4, ..., 10) = 10\n+0 > P. 11:21(10) ack 1 win 65535\n")
+    suite = run_suite([d / "good.pkt", d / "diff.pkt"], mode="both")
+    assert [r.mode for r in suite.results] == ["host", "offload", "host", "offload"]
+    assert [r.status for r in suite.results[:3]] == ["pass", "pass", "pass"]
+    if suite.results[3].status == "fail":  # TCP_NODELAY not applied after offload (see the suite's list)
+        diff = suite.mode_diffs[str(d / "diff.pkt")]
+        assert diff and diff[0].startswith("#3: host 0.100000 P. 11:21(10)")
+        assert "MODE DIFF" in format_suite(suite)
+
+
+def test_offload_mode_really_offloads() -> None:
+    r = Runner(parse_script(PASSIVE + "+0 write(4, ..., 10) = 10\n+0 > P. 1:11(10) ack 1 win 65535\n", "t.pkt"),
+               mode="offload")
+    res = r.run()
+    if res.status == "unsupported":
+        pytest.skip(res.message)
+    assert res.status == "pass", res.message
+    assert r.h is not None and r.h.manager is not None
+    assert [t.path.kind for t in r.h.manager.offloaded()] == ["chimney"]
+
+
+def test_chimney_offload_marker_defers_offload() -> None:
+    text = PASSIVE + "+0 write(4, ..., 10) = 10\n+0 > P. 1:11(10) ack 1 win 65535\n"
+    r = Runner(parse_script(text + "+.1 < . 1:1(0) ack 11 win 65535\n+0 chimney_offload\n", "t.pkt"), mode="offload")
+    res = r.run()
+    if res.status == "unsupported":
+        pytest.skip(res.message)
+    assert res.status == "pass", res.message
+    assert r.h is not None and r.h.manager.history[0][0] == 200_000_000  # at the marker, not at 0.1 s
+    host = run(text + "+.1 < . 1:1(0) ack 11 win 65535\n+0 chimney_offload\n")
+    assert host.status == "pass"  # the marker is a no-op in host mode
+
+
+def test_script_addresses_must_be_in_the_test_ranges() -> None:
+    text = "--ip_version=ipv6\n--local_ip=2001:2::10\n--remote_ip=2001:2::20\n" + PASSIVE.replace(
+        "> S. 0:0(0) ack 1 win 65535 <mss 1460>", "> S. 0:0(0) ack 1 win 65535 <mss 1440>")
+    r = Runner(parse_script(text, "t.pkt"))
+    assert r.run().status == "pass"
+    assert r.h is not None and (r.h.local_ip, r.h.remote_ip) == ("2001:2::10", "2001:2::20")
+    bad = run("--remote_ip=192.0.2.1\n" + PASSIVE)
+    assert bad.status == "unsupported" and "192.0.2.1 is outside 198.18.0.0/15" in bad.message
+    assert bad.message.endswith("at line 1")
