@@ -1,0 +1,1283 @@
+"""The host side of TCP chimney: `OffloadManager` (decides and performs initiate / terminate offload, keeps
+the shared neighbor and path offload objects) and `ChimneyPath`, the TcbPath of an offloaded connection.
+
+Logical switch (§1.2): a TCB's I/O goes through `tcb.path`; `HostPath` runs the host engine, `ChimneyPath`
+carries the same socket calls over NdisOffloadTcpSend / Disconnect / Receive(zero-byte) / ReceiveReturn and
+turns completions, receive indications and TCP events back into socket state.
+
+NDIS name -> Python name:
+  NdisInitiateOffload / NdisTerminateOffload -> Ndis.initiate_offload / terminate_offload (called by
+      OffloadManager._initiate / _terminate); ProtocolInitiateOffloadComplete -> initiate_offload_complete;
+      ProtocolTerminateOffloadComplete -> terminate_offload_complete
+  NdisOffloadTcpSend -> ChimneyPath._issue_send; ProtocolTcpOffloadSendComplete -> OffloadManager.send_complete
+  NdisOffloadTcpDisconnect -> ChimneyPath._disconnect; ProtocolTcpOffloadDisconnectComplete -> disconnect_complete
+  NdisOffloadTcpForward -> ChimneyPath._forward_held; ProtocolTcpOffloadForwardComplete -> forward_complete
+  NdisOffloadTcpReceive (zero-byte re-enable) -> ChimneyPath._post_zero_receive; ..ReceiveComplete -> receive_complete
+  ProtocolTcpOffloadReceiveIndicate -> receive_indicate; NdisOffloadTcpReceiveReturn -> ChimneyPath._flush_returns
+  ProtocolTcpOffloadEvent -> tcp_event; ProtocolIndicateOffloadEvent -> indicate_offload_event
+
+Segments the host receives for a connection while its offload is in progress are kept and forwarded with
+NdisOffloadTcpForward once the offload completed (R-FWD-03: never during the operation); segments received
+while it is being terminated are kept and fed to the resumed host engine after the upload.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from chimney.host.ip import IcmpError
+from chimney.host.ndis_binding import NdisHostBinding
+from chimney.host.policy import OffloadPolicy
+from chimney.host.stack import HostStack
+from chimney.host.tcp import HostPath, Tcb, TcbPath
+from chimney.links.impair import Impairments
+from chimney.links.p2p import Link
+from chimney.ndis.blocklist import NdisOffloadHandle, ProtocolOffloadBlockList, iter_tree
+from chimney.ndis.buffers import Mdl, NblInfo, NetBuffer, NetBufferList, chain_nbls, split_nbl_chain
+from chimney.ndis.core import Binding, BoundaryChecks, Ndis, Op
+from chimney.ndis.offload_state import (
+    OFFLOADABLE_STATES,
+    TCP_DISCONNECT_ABORTIVE_CLOSE,
+    TCP_DISCONNECT_GRACEFUL_CLOSE,
+    IndicateOffloadEvent,
+    NeighborOffloadStateCached,
+    NeighborOffloadStateConst,
+    NeighborOffloadStateDelegated,
+    OffloadStateType,
+    PathOffloadStateCached,
+    PathOffloadStateConst,
+    PathOffloadStateDelegated,
+    TcpConnectionState,
+    TcpOffloadEventType,
+    TcpOffloadStateCached,
+    TcpOffloadStateConst,
+    TcpOffloadStateDelegated,
+    TcpUploadReason,
+)
+from chimney.ndis.status import NdisStatus
+from chimney.ndis.verifier import Mode, Verifier
+from chimney.net.frame import Frame
+from chimney.net.tcp import TcpSegment
+from chimney.sim.scheduler import NS_PER_MS, NS_PER_S
+from chimney.tcp import Closed, Connection, DataReadable, PeerClosed, Reset, SendSpace, TcpStateError
+from chimney.tcp.buffers import ReceiveQueue
+from chimney.tcp.events import Event
+from chimney.tcp.offload import EXPORTABLE_STATES
+
+_SUCCESS = NdisStatus.SUCCESS
+_PARTIAL = NdisStatus.OFFLOAD_PARTIAL_SUCCESS
+_OK = (NdisStatus.SUCCESS, NdisStatus.OFFLOAD_PARTIAL_SUCCESS)
+_BYTES = NblInfo.TcpOffloadBytesTransferred
+_UIP = NdisStatus.UPLOAD_IN_PROGRESS
+S = TcpConnectionState
+MASK = 0xFFFFFFFF
+CACHED_OPTIONS = frozenset(
+    {"nagle", "keepalive", "keepalive_idle_ns", "keepalive_interval_ns", "keepalive_count", "rcv_buf", "max_rt_ns"}
+)
+HISTORY_LEN = 4096
+CHIMNEY_SEND_BACKLOG = 1 << 20  # bytes kept posted on an offloaded connection without a backlog hint
+SEND_NBL_BYTES = 64 * 1024  # send data handed over at offload: one NBL per this many bytes (MDLs chained)
+
+
+class Phase(Enum):
+    OFFLOADING = "offloading"
+    OFFLOADED = "offloaded"
+    TERMINATING = "terminating"
+    DONE = "done"
+
+
+class OffloadedObject:
+    """A neighbor or path the host offloaded (shared by every connection above it, §1.4). `refs` counts
+    dependents offloaded or being offloaded; it is terminated only at 0 (R-TRM-04)."""
+
+    __slots__ = ("handle", "host", "key", "kind", "parent", "phase", "refs", "v6")
+
+    def __init__(self, kind: str, key: tuple[Any, ...], host: Any, parent: OffloadedObject | None, v6: bool) -> None:
+        self.kind = kind
+        self.key = key
+        self.host = host  # the host's Neighbor / route.Path
+        self.parent = parent
+        self.handle = NdisOffloadHandle(self)
+        self.phase = Phase.OFFLOADING
+        self.refs = 0
+        self.v6 = v6
+
+    def __repr__(self) -> str:
+        return f"<Offloaded {self.kind} {self.key!r} {self.phase.value} refs={self.refs}>"
+
+
+class HostChimneyChecks(BoundaryChecks):
+    """NDIS behaviour the core does not do yet (reported to the lead): NdisInitiateOffload stamps the
+    binding on NetBufferListChain NBLs as a send would (so the target's NdisTcpOffloadSendComplete of
+    them routes back, R-OFF-22); a failed initiate gives them back to the host (R-OFF-23), a terminate
+    completion unstamps the chain it returns (R-TRM-11)."""
+
+    def state_op(self, op: Op, binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
+        super().state_op(op, binding, pbl)
+        if op is Op.INITIATE:
+            for node in iter_tree(pbl):
+                n = node.net_buffer_list_chain
+                if n is not None and type(n.source_handle) is tuple and n.source_handle[0] is binding:
+                    continue  # the core already stamps: do not stamp twice
+                while n is not None:
+                    n.source_handle = (binding, n.source_handle)
+                    binding.sends_out += 1
+                    n = n.next
+
+    def state_complete(self, op: Op, adapter: Any, mbl: Any) -> bool:
+        ok = super().state_complete(op, adapter, mbl)
+        for node in iter_tree(mbl):
+            failed = op is Op.INITIATE and node.status not in _OK
+            if op is not Op.TERMINATE and not failed:
+                continue
+            head = n = node.net_buffer_list_chain
+            owner_binding = None
+            while n is not None:
+                sh = n.source_handle
+                if type(sh) is tuple and sh[0].adapter is adapter:
+                    sh[0].sends_out -= 1
+                    n.source_handle = sh[1]
+                    owner_binding = sh[0]
+                n = n.next
+            if failed and owner_binding is not None:
+                self.tracker.transfer(
+                    head, frm=adapter.owner, to=owner_binding.protocol.name, rule_id="R-OFF-23",
+                    op="NdisMInitiateOffloadComplete (failed) NetBufferListChain",
+                )
+        return ok
+
+
+# ====================================================================================== ChimneyPath
+
+
+class ChimneyPath(TcbPath):
+    """The I/O path of an offloaded (or being offloaded / uploaded) connection."""
+
+    __slots__ = (
+        "aborted",
+        "cached",
+        "cfg_changes",
+        "const",
+        "failed_bytes",
+        "failed_sends",
+        "handle",
+        "held_bytes",
+        "held_segs",
+        "held_sends",
+        "in_send",
+        "manager",
+        "out_bytes",
+        "path_obj",
+        "pending_abort",
+        "pending_shutdown",
+        "phase",
+        "posts_out",
+        "refused",
+        "returns",
+        "rx_refs",
+        "rx_size",
+        "rxq",
+        "send_backlog",
+        "send_backlog_hint",
+        "sendq",
+        "shut_sent",
+        "tcp_state",
+        "upload_reason",
+        "want_space",
+        "zero_post_pending",
+    )
+
+    kind = "chimney"
+
+    def __init__(self, manager: OffloadManager, tcb: Tcb, state: TcpConnectionState) -> None:
+        super().__init__(tcb)
+        self.manager = manager
+        self.handle = NdisOffloadHandle(self)
+        self.phase = Phase.OFFLOADING
+        self.tcp_state = state
+        self.const: TcpOffloadStateConst | None = None
+        self.cached: TcpOffloadStateCached | None = None
+        self.path_obj: OffloadedObject | None = None
+        self.sendq: deque[NetBufferList] = deque()  # NBLs at the target, in issue order
+        self.send_backlog: list[NetBufferList] = []
+        self.in_send = False
+        self.out_bytes = 0
+        self.held_sends: list[memoryview | bytes] = []  # accepted from the user, not given to the target
+        self.held_bytes = 0
+        # Sends the target completed with UPLOAD_IN_PROGRESS: unacknowledged, re-sent by the host after the
+        # upload, before anything held later (issue order is completion order: the target's FIFO).
+        self.failed_sends: list[bytes] = []
+        self.failed_bytes = 0
+        self.held_segs: list[tuple[TcpSegment, Frame | None]] = []
+        self.rxq: deque[list[Any]] = deque()  # [view, nbl | None]
+        self.rx_size = 0
+        self.rx_refs: dict[int, list[Any]] = {}  # nbl serial -> [nbl, views left]
+        self.returns: list[NetBufferList] = []
+        self.refused = False
+        self.zero_post_pending = False
+        self.posts_out = 0
+        # The socket may have been waiting on the host path when it was frozen: wake it at the first
+        # completion rather than lose that wake-up.
+        self.want_space = True
+        self.shut_sent = False
+        self.pending_shutdown = False
+        self.pending_abort = False
+        self.aborted = False
+        self.upload_reason: str | None = None
+        self.send_backlog_hint = 0xFFFFFFFF
+        self.cfg_changes: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<ChimneyPath {self.phase.value} {self.tcp_state.name} out={self.out_bytes} rx={self.rx_size}>"
+
+    # ------------------------------------------------------------------ socket side
+
+    @property
+    def readable(self) -> int:
+        return self.rx_size
+
+    @property
+    def send_space(self) -> int:
+        tcb = self.tcb
+        limit = tcb.conn.cfg.snd_buf
+        if limit == tcb.transport.config.snd_buf:
+            # A send NBL completes only once all of it is acknowledged: with just the default send buffer
+            # posted the connection would run stop-and-wait per buffer. Unless the user sized SO_SNDBUF,
+            # keep the target's optimum backlog (TcpIndicateSendBacklogChange) or CHIMNEY_SEND_BACKLOG
+            # posted, as Windows does.
+            hint = self.send_backlog_hint
+            backlog = hint if hint != 0xFFFFFFFF else CHIMNEY_SEND_BACKLOG
+            if backlog > limit:
+                limit = backlog
+        return max(0, limit - self.out_bytes - self.held_bytes - self.failed_bytes)
+
+    @property
+    def send_queued(self) -> int:
+        return self.out_bytes + self.held_bytes + self.failed_bytes
+
+    @property
+    def state(self) -> TcpConnectionState:
+        return self.tcp_state
+
+    def send(self, data: memoryview | bytes) -> int:
+        n = min(len(data), self.send_space)
+        if n <= 0 or self.shut_sent or self.pending_shutdown:
+            return 0
+        chunk = data[:n] if n < len(data) else data
+        if self.phase is Phase.OFFLOADED and not self.held_sends:
+            self._issue_send(chunk)
+        else:
+            self.held_sends.append(chunk)  # frozen (R-OFF-11) or being uploaded (R-TRM-22)
+            self.held_bytes += n
+        return n
+
+    def recv(self, max_bytes: int) -> memoryview | bytes:
+        q = self.rxq
+        if not q or max_bytes == 0:
+            return b""
+        if max_bytes < 0 or max_bytes > self.rx_size:
+            max_bytes = self.rx_size
+        parts: list[memoryview | bytes] = []
+        got = 0
+        while got < max_bytes:
+            ent = q[0]
+            v = ent[0]
+            take = min(len(v), max_bytes - got)
+            if take == len(v):
+                q.popleft()
+                parts.append(v)
+                if ent[1] is not None:
+                    self._view_consumed(ent[1])
+            else:
+                parts.append(v[:take])
+                ent[0] = v[take:]
+            got += take
+        self.rx_size -= got
+        # The NBL memory is lent by the target: the user gets a copy (as a real recv() would).
+        out = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        if self.refused and self.phase is Phase.OFFLOADED and self.rx_size * 2 <= self.rcv_limit:
+            self._post_zero_receive()
+        return out
+
+    @property
+    def rcv_limit(self) -> int:
+        return self.tcb.conn.cfg.rcv_buf
+
+    def shutdown(self) -> None:
+        if self.shut_sent or self.pending_shutdown:
+            return
+        if self.phase is Phase.OFFLOADED and not self.held_sends:
+            self._disconnect(TCP_DISCONNECT_GRACEFUL_CLOSE)
+        else:
+            self.pending_shutdown = True
+
+    def close(self) -> None:
+        self.shutdown()
+
+    def abort(self) -> None:
+        if self.phase is Phase.OFFLOADED:
+            self._disconnect(TCP_DISCONNECT_ABORTIVE_CLOSE)
+        else:
+            self.pending_abort = True
+
+    def configure(self, **changes: Any) -> None:
+        # Socket options that map to cached TCP variables would need NdisUpdateOffload (not implemented
+        # here): the connection is uploaded instead and the options are applied by the host engine (the
+        # policy may offload it again later with the new cached state).
+        conn = self.tcb.conn
+        conn.cfg = conn.cfg.replace(**changes)
+        self.cfg_changes.update(changes)
+        if set(changes) & CACHED_OPTIONS and self.phase is Phase.OFFLOADED:
+            self.manager.upload(self.tcb, reason="configure")
+
+    def want_send_space(self) -> None:
+        self.want_space = True
+
+    # ------------------------------------------------------------------ network side (host demux)
+
+    def input(self, seg: TcpSegment, frame: Frame | None) -> None:
+        if self.phase is Phase.OFFLOADED and frame is not None:
+            self.held_segs.append((seg, frame))
+            self.manager._soon(self._forward_held)
+        else:
+            self.held_segs.append((seg, frame))  # R-FWD-03: forwarded after the offload, fed after upload
+
+    def icmp_error(self, err: IcmpError) -> None:
+        # Offloaded path state would need an update; take the connection back and let the host handle it.
+        self.manager.stats["icmp_uploads"] += 1
+        if self.phase is Phase.OFFLOADED:
+            self.manager.upload(self.tcb, reason="icmp")
+
+    def detach(self) -> None:
+        self.phase = Phase.DONE
+
+    # ------------------------------------------------------------------ chimney I/O
+
+    def _issue_send(self, data: memoryview | bytes) -> None:
+        """NdisOffloadTcpSend; R-SEND-11: never re-entered for one connection (completions may call back
+        into send() from the socket's wake-up; those NBLs wait in `send_backlog`)."""
+        m = self.manager
+        nbl = NetBufferList(NetBuffer(Mdl(data), 0, len(data)), m.binding.name)
+        nbl.protocol_reserved[0] = self
+        nbl.protocol_reserved[1] = len(data)
+        self.sendq.append(nbl)
+        self.out_bytes += len(data)
+        m.stats["sends"] += 1
+        if self.in_send:
+            self.send_backlog.append(nbl)
+            return
+        self.in_send = True
+        try:
+            m.calls += 1
+            m.ndis.offload_tcp_send(self.handle, nbl)
+            while self.send_backlog and self.phase is Phase.OFFLOADED:
+                m.calls += 1
+                m.ndis.offload_tcp_send(self.handle, self.send_backlog.pop(0))
+        finally:
+            self.in_send = False
+
+    def _disconnect(self, flags: int) -> None:
+        m = self.manager
+        nbl = NetBufferList(NetBuffer(None, 0, 0), m.binding.name)  # R-DISC-02: one NB, no data
+        nbl.protocol_reserved[0] = self
+        self.shut_sent = True
+        if flags == TCP_DISCONNECT_ABORTIVE_CLOSE:
+            self.aborted = True
+        else:
+            st = self.tcp_state
+            self.tcp_state = {S.Established: S.FinWait1, S.CloseWait: S.LastAck}.get(st, st)
+        m.disc_out += 1
+        m.ndis.offload_tcp_disconnect(self.handle, nbl, flags)
+
+    def _post_zero_receive(self) -> None:
+        """A zero-byte receive request re-enables indications after a refusal (R-IND-08/10)."""
+        if self.zero_post_pending:
+            return
+        self.zero_post_pending = True
+        self.manager._soon(self._do_zero_post)
+
+    def _do_zero_post(self) -> None:
+        self.zero_post_pending = False
+        if self.phase is not Phase.OFFLOADED or not self.refused:
+            return
+        m = self.manager
+        self.refused = False
+        nbl = NetBufferList(NetBuffer(None, 0, 0), m.binding.name)
+        nbl.protocol_reserved[0] = self
+        self.posts_out += 1
+        m.stats["zero_posts"] += 1
+        m.ndis.offload_tcp_receive(self.handle, nbl)
+
+    def _forward_held(self) -> None:
+        """NdisOffloadTcpForward of segments the host got but did not ACK (R-FWD-02: one segment per NBL,
+        starting at the TCP header)."""
+        if self.phase is not Phase.OFFLOADED or not self.held_segs:
+            return
+        m = self.manager
+        nbls = []
+        for _seg, frame in self.held_segs:
+            if frame is None or frame.l4 is None:
+                continue
+            nbl = NetBufferList(NetBuffer(Mdl(bytes(frame.l4)), 0, len(frame.l4)), m.binding.name)
+            nbl.protocol_reserved[0] = self
+            nbls.append(nbl)
+        self.held_segs.clear()
+        if nbls:
+            m.stats["forwarded"] += len(nbls)
+            m.fwd_out += len(nbls)
+            head = chain_nbls(nbls)
+            assert head is not None
+            m.ndis.offload_tcp_forward(self.handle, head)
+
+    def _start_io(self) -> None:
+        """After the initiate completion returned: forward, then the sends the user made meanwhile."""
+        if self.phase is not Phase.OFFLOADED:
+            return
+        self._forward_held()
+        held, self.held_sends = self.held_sends, []
+        self.held_bytes = 0
+        for d in held:
+            if self.phase is not Phase.OFFLOADED:
+                self.held_sends.append(d)
+                self.held_bytes += len(d)
+                continue
+            self._issue_send(d)
+        if self.pending_abort:
+            self.pending_abort = False
+            self._disconnect(TCP_DISCONNECT_ABORTIVE_CLOSE)
+        elif self.pending_shutdown and not self.held_sends:
+            self.pending_shutdown = False
+            self._disconnect(TCP_DISCONNECT_GRACEFUL_CLOSE)
+
+    def _view_consumed(self, nbl: NetBufferList) -> None:
+        ref = self.rx_refs.get(nbl.serial)
+        if ref is None:
+            return
+        ref[1] -= 1
+        if ref[1] == 0:
+            del self.rx_refs[nbl.serial]
+            self.returns.append(nbl)
+            if len(self.returns) == 1:
+                self.manager._soon(self._flush_returns)
+
+    def _flush_returns(self) -> None:
+        """NdisOffloadTcpReceiveReturn of fully consumed indications, batched; never from inside the
+        indication that delivered them."""
+        if not self.returns:
+            return
+        r, self.returns = self.returns, []
+        self.manager.rx_held -= len(r)
+        self.manager.calls += 1
+        head = chain_nbls(r)
+        assert head is not None
+        self.manager.ndis.offload_tcp_receive_return(self.manager.binding_handle, head)
+
+    # ------------------------------------------------------------------ indications and completions
+
+    def indicate(self, nbl: NetBufferList) -> tuple[int, int]:
+        """ProtocolTcpOffloadReceiveIndicate: keep the NBL (zero copy) when the socket buffer has room;
+        refuse (NOT_ACCEPTED / PARTIALLY_ACCEPTED) when it does not (R-IND-05/06)."""
+        n = nbl.data_length()
+        space = self.rcv_limit - self.rx_size
+        m = self.manager
+        if self.phase is not Phase.OFFLOADED:
+            m.stats["indications_not_offloaded"] += 1
+        if space <= 0:
+            self.refused = True
+            m.stats["ind_refused"] += 1
+            return NdisStatus.OFFLOAD_DATA_NOT_ACCEPTED, 0
+        nb = nbl.first_net_buffer
+        assert nb is not None
+        if n <= space:
+            views = nb.data_views()
+            for v in views:
+                self.rxq.append([v, nbl])
+            self.rx_refs[nbl.serial] = [nbl, len(views)]
+            m.rx_held += 1
+            self.rx_size += n
+            m.stats["ind_bytes"] += n
+            self._wake([DataReadable(n, False)])
+            return _SUCCESS, n
+        self.rxq.append([nb.copy_data(0, space), None])
+        self.rx_size += space
+        self.refused = True
+        m.stats["ind_partial"] += 1
+        m.stats["ind_bytes"] += space
+        self._wake([DataReadable(space, False)])
+        return NdisStatus.OFFLOAD_DATA_PARTIALLY_ACCEPTED, space
+
+    def send_done(self, nbl: NetBufferList) -> None:
+        """One completed send NBL: must be the oldest outstanding one (in order, exactly once)."""
+        m = self.manager
+        q = self.sendq
+        if q and q[0] is nbl:
+            q.popleft()
+        elif nbl in q:
+            m.stats["send_completed_out_of_order"] += 1
+            q.remove(nbl)
+        else:
+            m.stats["send_completed_unknown"] += 1
+            return
+        size = nbl.protocol_reserved[1]
+        nbl.protocol_reserved[0] = None
+        self.out_bytes -= size
+        if nbl.status == _SUCCESS:
+            m.stats["send_bytes_acked"] += size
+        else:
+            m.stats["send_failed"] += 1
+            if not self.aborted and nbl.status == _UIP:
+                # Not acknowledged and never sent by the target: re-sent by the host after the upload.
+                rest = b"".join(bytes(v) for nb in nbl.net_buffers() for v in nb.data_views())
+                if rest:
+                    self.failed_sends.append(rest)
+                    self.failed_bytes += len(rest)
+        if self.want_space and self.send_space > 0:
+            self.want_space = False
+            self._wake([SendSpace(self.send_space)])
+
+    def _wake(self, events: list[Event]) -> None:
+        if self.phase is not Phase.DONE:
+            self.tcb.deliver(events)
+
+
+# ====================================================================================== manager
+
+
+class OffloadManager:
+    """Offloads host connections to the target below `binding` and takes them back.
+
+        mgr = OffloadManager(stack, binding, OffloadPolicy.established())
+        mgr.offload(tcb); mgr.upload(tcb); mgr.upload_all()
+
+    `stats` counts everything the tests check (completions in order, refused indications, per-status
+    initiate results in `initiate_results`)."""
+
+    def __init__(self, stack: HostStack, binding: NdisHostBinding, policy: OffloadPolicy | None = None) -> None:
+        self.stack = stack
+        self.binding = binding
+        binding.manager = self
+        ndis = binding.ndis
+        if ndis is None or binding.binding is None:
+            raise ValueError("attach the NdisHostBinding to an adapter first")
+        self.ndis: Ndis = ndis
+        self.binding_handle: Binding = binding.binding
+        self.scheduler = stack.scheduler
+        self.transport = stack.tcp
+        self.policy = policy if policy is not None else OffloadPolicy.explicit()
+        self.paths: dict[Tcb, ChimneyPath] = {}
+        self.neighbor_objs: dict[tuple[Any, ...], OffloadedObject] = {}
+        self.path_objs: dict[tuple[Any, ...], OffloadedObject] = {}
+        self.first_seen: dict[Tcb, int] = {}
+        self.back_at: dict[Tcb, int] = {}
+        self.upload_all_active = False
+        self._batch_new: set[OffloadedObject] = set()
+        self.disc_out = 0
+        self.fwd_out = 0
+        self.ops_out = 0
+        self.rx_held = 0  # accepted indication / BufferedData NBLs not yet returned
+        self.calls = 0  # chimney I/O crossings (requests, completions, indications, returns) for the bench
+        self.initiate_results: dict[str, int] = {}
+        # (time, "offload"/"upload", tcb, detail), the most recent HISTORY_LEN hand-overs
+        self.history: deque[tuple[int, str, Tcb, str]] = deque(maxlen=HISTORY_LEN)
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "initiates", "initiate_tcp_ok", "initiate_tcp_failed", "terminates", "uploads_done",
+                "sends", "send_bytes_acked", "send_failed", "send_completed_out_of_order",
+                "send_completed_unknown", "ind_bytes", "ind_refused", "ind_partial", "indications_not_offloaded",
+                "zero_posts", "forwarded", "retrieves", "retrieves_ignored", "aborts_indicated",
+                "disconnects_indicated", "icmp_uploads", "trm_chain_mismatch", "trm_sends_outstanding",
+                "reachability_queries", "upload_failed", "sends_after_fin_dropped", "held_segments_fed",
+            ),
+            0,
+        )
+        self._scan_timer: Any = None
+        self.wake()
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def tps(self) -> int:
+        return self.binding.params.ticks_per_second
+
+    def _soon(self, fn: Any) -> None:
+        self.scheduler.call_soon(fn, label="chimney host")
+
+    def is_offloaded(self, tcb: Tcb) -> bool:
+        cp = self.paths.get(tcb)
+        return cp is not None and cp.phase is Phase.OFFLOADED
+
+    def offloaded(self) -> list[Tcb]:
+        return [t for t, cp in self.paths.items() if cp.phase is Phase.OFFLOADED]
+
+    @property
+    def capacity(self) -> int:
+        caps = self.binding.caps
+        cap = caps.tcp_connection_offload_capacity if caps is not None else 0
+        if self.policy.max_offloaded is not None:
+            cap = min(cap, self.policy.max_offloaded)
+        return cap
+
+    def busy(self) -> bool:
+        """Any state operation, connection hand-over or NBL return in flight."""
+        return self.ops_out > 0 or self.rx_held > 0 or any(cp.phase in (Phase.OFFLOADING, Phase.TERMINATING) for cp in self.paths.values())
+
+    # ------------------------------------------------------------------ policy scanner
+
+    def wake(self) -> None:
+        """(Re)start the policy scan; called on received frames so a quiet host runs no timers."""
+        if self._scan_timer is None and self.policy.automatic:
+            self._scan_timer = self.scheduler.call_later(self.policy.scan_interval_ns, self._scan, label="chimney scan")
+
+    def _scan(self) -> None:
+        self._scan_timer = None
+        conns = list(self.transport.connections())
+        if not conns:
+            return
+        now = self.scheduler.now
+        if len(self.first_seen) + len(self.back_at) > 4 * len(conns) + 64:
+            live = set(conns)
+            self.first_seen = {t: v for t, v in self.first_seen.items() if t in live}
+            self.back_at = {t: v for t, v in self.back_at.items() if t in live}
+        want: list[Tcb] = []
+        for tcb in conns:
+            if not isinstance(tcb.path, HostPath):
+                continue
+            st = tcb.path.state
+            if st not in OFFLOADABLE_STATES:
+                continue
+            t0 = self.first_seen.setdefault(tcb, now)
+            back = self.back_at.get(tcb)
+            if back is not None and now - back < self.policy.cooldown_ns:
+                continue
+            conn = tcb.conn
+            moved = max(0, conn.snd_una - conn.iss - 1) + max(0, conn.rcv_nxt - conn._irs - 1)
+            if self.policy.wants(tcb, moved, now - t0):
+                want.append(tcb)
+        if want:
+            self.offload(want)
+        self.wake()
+
+    # ------------------------------------------------------------------ initiate offload
+
+    def offload(self, tcbs: Tcb | Iterable[Tcb], *, force: bool = False) -> int:
+        """Start offloading these connections in one NdisInitiateOffload tree; returns how many TCP nodes
+        went into it. Skipped: not offloadable now (state R-OFF-24, already in flight R-OFF-11, neighbor
+        unresolved, other interface, paused); beyond capacity unless `force` (the target then fails the
+        node with OFFLOAD_TCP_ENTRIES)."""
+        if isinstance(tcbs, Tcb):
+            tcbs = [tcbs]
+        b = self.binding
+        if not b.chimney_ready or self.upload_all_active:
+            return 0
+        room = self.capacity - sum(1 for cp in self.paths.values() if cp.phase in (Phase.OFFLOADING, Phase.OFFLOADED))
+        roots: dict[OffloadedObject, ProtocolOffloadBlockList] = {}
+        path_nodes: dict[OffloadedObject, ProtocolOffloadBlockList] = {}
+        order: list[ProtocolOffloadBlockList] = []
+        count = 0
+        self._batch_new = set()  # objects created by this tree: its own TCP nodes may link under them
+        for tcb in tcbs:
+            if not force and count >= room:
+                break
+            node = self._prepare_tcp(tcb)
+            if node is None:
+                continue
+            cp, tcp_node = node
+            pobj = cp.path_obj
+            assert pobj is not None and pobj.parent is not None
+            nobj = pobj.parent
+            root = roots.get(nobj)
+            if root is None:
+                root = roots[nobj] = self._object_node(nobj)
+                order.append(root)
+            pnode = path_nodes.get(pobj)
+            if pnode is None:
+                pnode = path_nodes[pobj] = self._object_node(pobj)
+                root.add_dependent(pnode)
+            pnode.add_dependent(tcp_node)
+            count += 1
+        if not order:
+            return 0
+        for a, c in itertools.pairwise(order):
+            a.next_block = c
+        self.stats["initiates"] += 1
+        self.ops_out += 1
+        self.ndis.initiate_offload(self.binding_handle, order[0])
+        return count
+
+    def _object_node(self, obj: OffloadedObject) -> ProtocolOffloadBlockList:
+        """A linker for an object already offloaded, else a new-offload node with its full state."""
+        if obj.phase is Phase.OFFLOADED:
+            t = OffloadStateType.NeighborOffloadState if obj.kind == "neighbor" else (
+                OffloadStateType.Ip6OffloadState if obj.v6 else OffloadStateType.Ip4OffloadState)
+            return ProtocolOffloadBlockList(t, obj.handle)
+        if obj.kind == "neighbor":
+            n = obj.host
+            iface = self.binding.iface
+            assert iface is not None
+            hrd = self._hrd(n)
+            state = [
+                NeighborOffloadStateConst(vlan_id=iface.vlan_id),
+                NeighborOffloadStateCached(dl_destination_address=bytes(n.mac).ljust(32, b"\0"),
+                                           host_reachability_delta=hrd),
+                NeighborOffloadStateDelegated(nic_reachability_delta=hrd),  # R-NBR-08: HRD == NRD
+            ]
+            return ProtocolOffloadBlockList(OffloadStateType.NeighborOffloadState, obj.handle, state)
+        p = obj.host
+        state = [PathOffloadStateConst(source_address=p.source, destination_address=p.destination),
+                 PathOffloadStateCached(path_mtu=p.mtu), PathOffloadStateDelegated()]
+        t = OffloadStateType.Ip6OffloadState if obj.v6 else OffloadStateType.Ip4OffloadState
+        return ProtocolOffloadBlockList(t, obj.handle, state)
+
+    def _hrd(self, n: Any) -> int:
+        return min((self.scheduler.now - n.confirmed_at) * self.tps // NS_PER_S, MASK)
+
+    def _prepare_tcp(self, tcb: Tcb) -> tuple[ChimneyPath, ProtocolOffloadBlockList] | None:
+        """Freeze the connection, export its state, build its TCP node (new offload)."""
+        if not isinstance(tcb.path, HostPath) or tcb.closed or tcb.transport is not self.transport:
+            return None
+        conn = tcb.conn
+        if conn.state not in OFFLOADABLE_STATES:  # R-OFF-24
+            return None
+        if tcb.iface is not self.binding.iface:
+            return None
+        n = tcb.neighbor
+        if n is None or n.mac is None:
+            return None
+        p = tcb.ip_path
+        nkey = (p.interface, p.next_hop)
+        batch = self._batch_new
+        nobj = self.neighbor_objs.get(nkey)
+        if nobj is not None and nobj.phase is not Phase.OFFLOADED and nobj not in batch:
+            return None  # R-OFF-11: never link to (or re-offload) an object whose operation is in flight
+        pkey = (p.source, p.destination)
+        pobj = self.path_objs.get(pkey)
+        if pobj is not None and pobj.phase is not Phase.OFFLOADED and pobj not in batch:
+            return None
+        now = self.scheduler.now
+        # R-OFF-11: from here on no I/O reaches the engine; HostPath's timer stops with detach().
+        const, cached, dlg, send_views, buffered = conn.export_state(now, self.tps)
+        for seg in conn.pop_segments():  # the delayed ACK export flushed (R-TMR-04)
+            self.transport.emit(tcb, seg)
+        evs = conn.pop_events()
+        if evs:
+            tcb.deliver(evs)
+        if nobj is None:
+            nobj = self.neighbor_objs[nkey] = OffloadedObject("neighbor", nkey, n, None, len(p.next_hop) == 16)
+            batch.add(nobj)
+        if pobj is None:
+            pobj = self.path_objs[pkey] = OffloadedObject("path", pkey, p, nobj, p.family == 6)
+            batch.add(pobj)
+            nobj.refs += 1
+        pobj.refs += 1
+        cp = ChimneyPath(self, tcb, conn.state)
+        cp.const, cp.cached, cp.path_obj = const, cached, pobj
+        tcb.set_path(cp)
+        self.paths[tcb] = cp
+        # R-OFF-17..21: the send data from SndUna, chained in order; SendDataHead is the chain head.
+        nbls = self._send_nbls(cp, send_views)
+        head = chain_nbls(nbls)
+        dlg.send_data_head = head
+        dlg.send_data_tail = nbls[-1] if nbls else None
+        if buffered:
+            bnb = NetBuffer(_mdl_chain(buffered), 0, sum(len(v) for v in buffered))
+            dlg.buffered_data = NetBufferList(bnb, self.binding.name)
+        node = ProtocolOffloadBlockList(OffloadStateType.TcpOffloadState, cp.handle, [const, cached, dlg])
+        node.net_buffer_list_chain = head
+        return cp, node
+
+    def _send_nbls(self, cp: ChimneyPath, views: list[memoryview]) -> list[NetBufferList]:
+        nbls: list[NetBufferList] = []
+        group: list[memoryview] = []
+        size = 0
+        for v in views:
+            group.append(v)
+            size += len(v)
+            if size >= SEND_NBL_BYTES:
+                nbls.append(self._send_nbl(cp, group, size))
+                group, size = [], 0
+        if group:
+            nbls.append(self._send_nbl(cp, group, size))
+        return nbls
+
+    def _send_nbl(self, cp: ChimneyPath, views: list[memoryview], size: int) -> NetBufferList:
+        nbl = NetBufferList(NetBuffer(_mdl_chain(views), 0, size), self.binding.name)
+        nbl.protocol_reserved[0] = cp
+        nbl.protocol_reserved[1] = size
+        cp.sendq.append(nbl)
+        cp.out_bytes += size
+        return nbl
+
+    def initiate_offload_complete(self, pbl: ProtocolOffloadBlockList) -> None:
+        """ProtocolInitiateOffloadComplete: per node (§5.2). Every failed TCP node carries on in the host."""
+        self.ops_out -= 1
+        start: list[ChimneyPath] = []
+        for node in iter_tree(pbl):
+            h = node.offload_handle
+            owner = h.owner if h is not None else None
+            st = node.status
+            if isinstance(owner, OffloadedObject):
+                if owner.phase is Phase.OFFLOADING:
+                    if st in _OK and h.miniport_offload_context.value is not None:
+                        owner.phase = Phase.OFFLOADED
+                    else:
+                        owner.phase = Phase.DONE  # not offloaded: forget it (its dependents failed too)
+                        self._forget(owner)
+            elif isinstance(owner, ChimneyPath):
+                name = _status_name(st)
+                self.initiate_results[name] = self.initiate_results.get(name, 0) + 1
+                if st in _OK and h.miniport_offload_context.value is not None:
+                    self.stats["initiate_tcp_ok"] += 1
+                    owner.phase = Phase.OFFLOADED
+                    old = owner.tcb.conn
+                    old.detach()  # the target owns the delegated state now
+                    old.rxq = ReceiveQueue()  # handed over as BufferedData: never readable twice
+                    self.history.append((self.scheduler.now, "offload", owner.tcb, name))
+                    start.append(owner)
+                else:
+                    self.stats["initiate_tcp_failed"] += 1
+                    self._revert(owner, node)
+        for cp in start:
+            self._soon(cp._start_io)  # R-OFF-11: no I/O until the completion call has returned
+        if self.upload_all_active:
+            self._soon(lambda: self.upload_all("upload_all"))
+        self._soon(self._gc)
+
+    def _forget(self, obj: OffloadedObject) -> None:
+        table = self.neighbor_objs if obj.kind == "neighbor" else self.path_objs
+        if table.get(obj.key) is obj:
+            del table[obj.key]
+        if obj.kind == "path" and obj.parent is not None and obj.parent.refs > 0:
+            obj.parent.refs -= 1
+
+    def _revert(self, cp: ChimneyPath, node: ProtocolOffloadBlockList) -> None:
+        """A failed offload: the connection continues in the host from where it was frozen."""
+        tcb = cp.tcb
+        # The chain NBLs only described the engine's own send buffer, which still holds the data; the
+        # target did not touch them (R-OFF-23), so they are simply dropped.
+        cp.sendq.clear()
+        cp.out_bytes = 0
+        pobj = cp.path_obj
+        if pobj is not None and pobj.refs > 0:
+            pobj.refs -= 1
+        self.paths.pop(tcb, None)
+        self.back_at[tcb] = self.scheduler.now
+        self._resume_host(cp, tcb.conn)
+
+    def _resume_host(self, cp: ChimneyPath, conn: Connection) -> None:
+        """Hand the TCB back to a HostPath over `conn` and replay what the chimney path held."""
+        tcb = cp.tcb
+        tcb.conn = conn
+        hp = HostPath(self.transport, tcb)
+        tcb.set_path(hp)
+        hp.kick()
+        if cp.cfg_changes:
+            hp.configure(**cp.cfg_changes)  # options set while offloaded (import restored the old cached ones)
+        now = self.scheduler.now
+        for d in cp.held_sends:
+            conn.send(d, now)
+        cp.held_sends.clear()
+        cp.held_bytes = 0
+        hp.flush()
+        self.stats["held_segments_fed"] += len(cp.held_segs)
+        for seg, frame in cp.held_segs:
+            if tcb.path is hp:
+                hp.input(seg, frame)
+        cp.held_segs.clear()
+        if tcb.path is hp and conn.state not in (S.Closed,):
+            if cp.pending_abort:
+                hp.abort()
+            elif cp.pending_shutdown:
+                hp.shutdown()
+        tcb.deliver([SendSpace(hp.send_space)] if hp.send_space else [DataReadable(conn.readable, False)])
+
+    # ------------------------------------------------------------------ terminate (upload)
+
+    def upload(self, tcbs: Tcb | Iterable[Tcb], *, reason: str = "explicit", pin: bool = False) -> int:
+        """NdisTerminateOffload for these offloaded connections (TCP nodes only; paths and neighbors
+        follow when nothing depends on them any more, R-TRM-04). Returns how many were started."""
+        if isinstance(tcbs, Tcb):
+            tcbs = [tcbs]
+        nodes: list[ProtocolOffloadBlockList] = []
+        for tcb in tcbs:
+            if pin:
+                self.policy.pinned.add(tcb)
+            cp = self.paths.get(tcb)
+            if cp is None or cp.phase is not Phase.OFFLOADED:
+                continue  # R-OFF-11 / already terminating
+            # R-TRM-05: in this model every post/disconnect call has returned; no query/update in flight.
+            cp.phase = Phase.TERMINATING  # R-TRM-22: no more sends or receive posts from here on
+            cp.upload_reason = reason
+            if cp.returns:
+                cp._flush_returns()  # R-TRM-10 is the target's; returning early keeps its pool full
+            node = ProtocolOffloadBlockList(OffloadStateType.TcpOffloadDelegatedState, cp.handle,
+                                            [TcpOffloadStateDelegated()])
+            nodes.append(node)
+        if not nodes:
+            return 0
+        for a, c in itertools.pairwise(nodes):
+            a.next_block = c
+        self.stats["terminates"] += 1
+        self.ops_out += 1
+        self.ndis.terminate_offload(self.binding_handle, nodes[0])
+        return len(nodes)
+
+    def upload_all(self, reason: str = "upload_all") -> None:
+        """NDIS_STATUS_UPLOAD_ALL (hardware reset): every connection, then every path and neighbor; no new
+        offloads until all are back."""
+        self.upload_all_active = True
+        self.upload(list(self.paths), reason=reason)
+        self._soon(self._gc)
+
+    def terminate_offload_complete(self, pbl: ProtocolOffloadBlockList) -> None:
+        self.ops_out -= 1
+        done: list[tuple[ChimneyPath, ProtocolOffloadBlockList]] = []
+        for node in iter_tree(pbl):
+            h = node.offload_handle
+            owner = h.owner if h is not None else None
+            if isinstance(owner, ChimneyPath):
+                done.append((owner, node))
+            elif isinstance(owner, OffloadedObject):
+                owner.phase = Phase.DONE
+                self._forget(owner)
+        for cp, node in done:
+            self._resume_from_target(cp, node)
+        self._soon(self._gc)
+
+    def _resume_from_target(self, cp: ChimneyPath, node: ProtocolOffloadBlockList) -> None:
+        """Continue the connection in the host from the returned delegated state, send NBLs and
+        BufferedData (R-TMR-07/08/15/19 via import_state, R-TS-04: TsTime continues)."""
+        tcb = cp.tcb
+        now = self.scheduler.now
+        self.paths.pop(tcb, None)
+        self.back_at[tcb] = now
+        pobj = cp.path_obj
+        if pobj is not None and pobj.refs > 0:
+            pobj.refs -= 1
+        dlg = next((s for s in node.state if isinstance(s, TcpOffloadStateDelegated)), None)
+        # Returned send data: our own NBLs, in the order we gave them (R-TRM-12).
+        chain = split_nbl_chain(node.net_buffer_list_chain)
+        outstanding = list(cp.sendq)
+        if chain != outstanding[: len(chain)]:
+            self.stats["trm_chain_mismatch"] += 1
+        for n in chain:
+            if n in cp.sendq:
+                cp.sendq.remove(n)
+            n.protocol_reserved[0] = None
+        if cp.sendq:
+            self.stats["trm_sends_outstanding"] += len(cp.sendq)  # R-TRM-09 broken by the target
+            cp.sendq.clear()
+        cp.out_bytes = 0
+        send_views: list[memoryview] = [v for n in chain for nb in n.net_buffers() for v in nb.data_views()]
+        # Received data: what the socket has not read yet, then the target's BufferedData (both end at RcvNxt).
+        rx: list[bytes] = [bytes(e[0]) for e in cp.rxq]
+        cp.rxq.clear()
+        cp.rx_size = 0
+        for ref in cp.rx_refs.values():
+            cp.returns.append(ref[0])
+        cp.rx_refs.clear()
+        if dlg is not None and dlg.buffered_data is not None:
+            bd = dlg.buffered_data
+            b: NetBufferList | None = bd
+            while b is not None:
+                for nb in b.net_buffers():
+                    rx.append(nb.copy_data())
+                b = b.next
+            for n in split_nbl_chain(bd):
+                self.rx_held += 1
+                cp.returns.append(n)  # R-TRM-16: back through NdisOffloadTcpReceiveReturn
+        if cp.returns:
+            self._soon(cp._flush_returns)
+        self.stats["uploads_done"] += 1
+        ok = node.status == _SUCCESS and dlg is not None
+        st = TcpConnectionState(dlg.state) if dlg is not None else S.Closed
+        self.history.append((now, "upload", tcb, f"{cp.upload_reason}:{st.name}"))
+        old = tcb.conn
+        if not ok or st not in EXPORTABLE_STATES:
+            if not ok:
+                self.stats["upload_failed"] += 1
+            self._finish_closed(cp, old, "reset" if cp.aborted or not ok else "normal", rx)
+            return
+        assert dlg is not None and cp.const is not None and cp.cached is not None
+        extra = cp.failed_sends + cp.held_sends
+        fin_queued = st in (S.FinWait1, S.Closing, S.LastAck)
+        if fin_queued and extra:
+            self.stats["sends_after_fin_dropped"] += 1  # cannot happen: no send follows our disconnect
+        data = send_views + ([] if fin_queued else [memoryview(d) for d in extra])
+        try:
+            conn = Connection.import_state(cp.const, cp.cached, dlg, data, rx, now, self.tps, cfg=old.cfg,
+                                           path_mtu=tcb.ip_path.mtu)
+        except (TcpStateError, ValueError):
+            self.stats["upload_failed"] += 1
+            self._finish_closed(cp, old, "reset", rx)
+            return
+        cp.failed_sends = []
+        cp.failed_bytes = 0
+        cp.held_sends = []
+        cp.held_bytes = 0
+        if st in (S.Established, S.CloseWait):
+            # A disconnect the target did not carry out (refused with UPLOAD_IN_PROGRESS, or asked for
+            # while frozen) is redone by the host engine.
+            cp.pending_shutdown = cp.pending_shutdown or cp.shut_sent
+        else:
+            cp.pending_shutdown = False  # our FIN is part of the returned state
+        self._resume_host(cp, conn)
+
+    def _finish_closed(self, cp: ChimneyPath, old: Connection, reason: str, rx: list[bytes]) -> None:
+        """The target returned a connection that is over (Closed): the socket still reads what was
+        received before the end, then sees the close."""
+        tcb = cp.tcb
+        old.rxq = ReceiveQueue()
+        for d in rx:
+            old.rxq.append(d)
+        hp = HostPath(self.transport, tcb)
+        tcb.conn = old  # detached: state Closed
+        tcb.set_path(hp)
+        cp.held_segs.clear()
+        evs: list[Event] = []
+        if reason == "reset" and not tcb.error:
+            evs.append(Reset())
+        evs.append(Closed(reason))
+        tcb.deliver(evs)
+
+    def _gc(self) -> None:
+        """Terminate offloaded paths (then neighbors) nothing depends on any more (R-TRM-04)."""
+        paths = [o for o in self.path_objs.values() if o.phase is Phase.OFFLOADED and o.refs == 0]
+        if paths:
+            self._terminate_objects(paths)
+            return
+        nbrs = [o for o in self.neighbor_objs.values() if o.phase is Phase.OFFLOADED and o.refs == 0]
+        if nbrs:
+            self._terminate_objects(nbrs)
+            return
+        if self.upload_all_active and not self.paths and not self.path_objs and not self.neighbor_objs:
+            self.upload_all_active = False
+            self.wake()
+
+    def _terminate_objects(self, objs: list[OffloadedObject]) -> None:
+        nodes = []
+        for o in objs:
+            o.phase = Phase.TERMINATING
+            if o.kind == "neighbor":
+                t, st = OffloadStateType.NeighborOffloadDelegatedState, NeighborOffloadStateDelegated()
+            else:
+                t = OffloadStateType.Ip6OffloadDelegatedState if o.v6 else OffloadStateType.Ip4OffloadDelegatedState
+                st = PathOffloadStateDelegated()
+            nodes.append(ProtocolOffloadBlockList(t, o.handle, [st]))
+        for a, c in itertools.pairwise(nodes):
+            a.next_block = c
+        self.stats["terminates"] += 1
+        self.ops_out += 1
+        self.ndis.terminate_offload(self.binding_handle, nodes[0])
+
+    def state_op_complete(self, what: str, pbl: ProtocolOffloadBlockList) -> None:
+        self.ops_out -= 1
+
+    # ------------------------------------------------------------------ I/O completions
+
+    def send_complete(self, nbl: NetBufferList) -> None:
+        self.calls += 1
+        for n in split_nbl_chain(nbl):
+            cp = n.protocol_reserved[0]
+            if isinstance(cp, ChimneyPath):
+                cp.send_done(n)
+            else:
+                self.stats["send_completed_unknown"] += 1
+
+    def receive_complete(self, nbl: NetBufferList) -> None:
+        for n in split_nbl_chain(nbl):
+            cp = n.protocol_reserved[0]
+            if isinstance(cp, ChimneyPath):
+                cp.posts_out -= 1
+
+    def disconnect_complete(self, nbl: NetBufferList) -> None:
+        self.disc_out -= 1
+        cp = nbl.protocol_reserved[0]
+        if not isinstance(cp, ChimneyPath):
+            return
+        st = nbl.status
+        if st == _SUCCESS and not cp.aborted:
+            # Our FIN is acknowledged.
+            cp.tcp_state = {S.FinWait1: S.FinWait2, S.Closing: S.TimeWait, S.LastAck: S.Closed}.get(
+                cp.tcp_state, cp.tcp_state)
+            if cp.tcp_state is S.Closed and cp.phase is Phase.OFFLOADED:
+                self._soon(lambda: self.upload(cp.tcb, reason="closed"))
+        elif st == _UIP:
+            cp.shut_sent = False
+            cp.pending_shutdown = True
+        if cp.aborted and cp.phase is Phase.OFFLOADED:
+            self._soon(lambda: self.upload(cp.tcb, reason="abort"))  # R-DISC-14: resources until terminate
+        cp._wake([])
+
+    def forward_complete(self, nbl: NetBufferList) -> None:
+        for _n in split_nbl_chain(nbl):
+            self.fwd_out -= 1
+
+    # ------------------------------------------------------------------ indications and events
+
+    def receive_indicate(self, handle: Any, nbl: NetBufferList, status: int) -> tuple[int, int]:
+        self.calls += 1
+        cp = handle.owner if isinstance(handle, NdisOffloadHandle) else None
+        if not isinstance(cp, ChimneyPath):
+            return NdisStatus.OFFLOAD_DATA_NOT_ACCEPTED, 0
+        return cp.indicate(nbl)
+
+    def tcp_event(self, handle: Any, event_type: int, info: int) -> None:
+        cp = handle.owner if isinstance(handle, NdisOffloadHandle) else None
+        if not isinstance(cp, ChimneyPath):
+            return
+        if event_type == TcpOffloadEventType.TcpIndicateDisconnect:
+            self.stats["disconnects_indicated"] += 1
+            cp.tcp_state = {S.Established: S.CloseWait, S.FinWait1: S.Closing, S.FinWait2: S.TimeWait}.get(
+                cp.tcp_state, cp.tcp_state)
+            cp._wake([PeerClosed()])
+        elif event_type == TcpOffloadEventType.TcpIndicateAbort:
+            self.stats["aborts_indicated"] += 1
+            cp.aborted = True
+            cp.tcp_state = S.Closed
+            cp.tcb.error = errno.ECONNRESET
+            cp._wake([Reset()])
+            self._soon(lambda: self.upload(cp.tcb, reason="abort"))  # R-EVT-04: resources until terminate
+        elif event_type == TcpOffloadEventType.TcpIndicateRetrieve:
+            self.stats["retrieves"] += 1
+            if self.policy.honours(info):
+                try:
+                    why = TcpUploadReason(info).name
+                except ValueError:
+                    why = str(info)
+                self._soon(lambda: self.upload(cp.tcb, reason=f"retrieve:{why}"))
+            else:
+                self.stats["retrieves_ignored"] += 1
+        elif event_type == TcpOffloadEventType.TcpIndicateSendBacklogChange:
+            cp.send_backlog_hint = info
+
+    def indicate_offload_event(self, pbl: ProtocolOffloadBlockList | None, code: int) -> None:
+        """NeighborReachabilityQuery: write the host's HRD into the CACHED struct before returning (§6.10)."""
+        if code != IndicateOffloadEvent.NeighborReachabilityQuery or pbl is None:
+            return
+        self.stats["reachability_queries"] += 1
+        h = pbl.offload_handle
+        obj = h.owner if h is not None else None
+        if not isinstance(obj, OffloadedObject) or obj.kind != "neighbor":
+            return
+        for s in pbl.state:
+            if isinstance(s, NeighborOffloadStateCached):
+                s.host_reachability_delta = self._hrd(obj.host)
+
+    # ------------------------------------------------------------------ checks for tests
+
+    def leaks(self) -> list[str]:
+        """Host-side things still out: held indications, sends, posts, disconnects, forwards, ops."""
+        out = []
+        for tcb, cp in self.paths.items():
+            if cp.rx_refs or cp.returns:
+                out.append(f"{tcb!r}: {len(cp.rx_refs) + len(cp.returns)} indicated NBL(s) held")
+            if cp.posts_out:
+                out.append(f"{tcb!r}: {cp.posts_out} receive post(s) not completed")
+        for name in ("disc_out", "fwd_out", "ops_out", "rx_held"):
+            if getattr(self, name):
+                out.append(f"{name}={getattr(self, name)}")
+        return out
+
+
+def _mdl_chain(views: list[memoryview]) -> Mdl | None:
+    head: Mdl | None = None
+    prev: Mdl | None = None
+    for v in views:
+        if not len(v):
+            continue
+        m = Mdl(v)
+        if prev is None:
+            head = m
+        else:
+            prev.next = m
+        prev = m
+    return head
+
+
+def _status_name(st: int) -> str:
+    try:
+        return NdisStatus(st).name
+    except ValueError:
+        return f"0x{st:08X}"
+
+
+# ====================================================================================== setup helper
+
+
+@dataclass
+class OffloadPair:
+    """`build_offload_pair` result; unpacks as (host_a, host_b, link, ndis, target)."""
+
+    host_a: HostStack
+    host_b: HostStack
+    link: Link
+    ndis: Ndis
+    target: Any
+    binding: NdisHostBinding
+    manager: OffloadManager
+
+    def __iter__(self) -> Any:
+        return iter((self.host_a, self.host_b, self.link, self.ndis, self.target))
+
+    def leak_report(self) -> str:
+        """NDIS's report plus the host's own outstanding items; empty lines trimmed."""
+        text = "\n".join(x for x in [self.ndis.leak_report().strip(), *self.manager.leaks()] if x)
+        return text
+
+
+def build_offload_pair(
+    scheduler: Any,
+    seed: int = 0,
+    impairments: Impairments | tuple[Impairments | None, Impairments | None] | None = None,
+    target_options: dict[str, Any] | None = None,
+    *,
+    policy: OffloadPolicy | None = None,
+    verifier: Verifier | None = None,
+    ticks_per_second: int = 1000,
+    settle_ns: int = 10 * NS_PER_MS,
+) -> OffloadPair:
+    """Host A (198.18.0.1) bound through NDIS to an `OffloadTarget` whose emulated NIC sits on `link.a`;
+    host B (198.18.0.2) a plain HostStack on `link.b`. `impairments`: one for both directions or an
+    (a_to_b, b_to_a) pair. `target_options`: TargetLimits fields. `seed` names the target adapter (the
+    scheduler's own seed drives randomness)."""
+    from chimney.ndis.oid import NdisTcpConnectionOffloadParameters
+    from chimney.target import EmulatedNic, OffloadTarget, TargetLimits
+
+    if isinstance(impairments, tuple):
+        a_to_b, b_to_a = impairments
+    else:
+        a_to_b = b_to_a = impairments
+    link = Link(scheduler, "ab", a_to_b, b_to_a, mac_a=bytes.fromhex("02000000000a"),
+                mac_b=bytes.fromhex("02000000000b"))
+    ndis = Ndis(scheduler, verifier if verifier is not None else Verifier(Mode.STRICT), checks=HostChimneyChecks)
+    nic = EmulatedNic(link.a)
+    limits = TargetLimits(**(target_options or {}))
+    target = OffloadTarget(f"toe{seed}", nic, scheduler, limits)
+    ndis.register_miniport_driver(target)
+    adapter = ndis.add_adapter(target, f"nic{seed}")
+    host_a = HostStack(scheduler, "A")
+    binding = NdisHostBinding(host_a, params=NdisTcpConnectionOffloadParameters(ticks_per_second=ticks_per_second))
+    binding.attach(ndis, adapter, mac=nic.mac, addresses=["198.18.0.1/24"], mtu=link.a.mtu)
+    manager = OffloadManager(host_a, binding, policy)
+    host_b = HostStack(scheduler, "B")
+    host_b.attach(link.b, addresses=["198.18.0.2/24"])
+    if settle_ns:
+        scheduler.run_until(scheduler.now + settle_ns)
+    return OffloadPair(host_a, host_b, link, ndis, target, binding, manager)
+
+
+__all__ = [
+    "ChimneyPath",
+    "HostChimneyChecks",
+    "OffloadManager",
+    "OffloadPair",
+    "OffloadedObject",
+    "Phase",
+    "build_offload_pair",
+]
