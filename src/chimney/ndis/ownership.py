@@ -4,30 +4,108 @@ Owns the per-NBL owner history, NB-structure snapshots (R-NBL-03) and the live-N
 Every NDIS call that passes NBLs (send/post/indicate/complete/return) moves ownership with
 `transfer()`; a driver that passes an NBL it does not own breaks the rule id the caller names
 (R-NBL-02 and the per-path rules). With the verifier OFF only the owner field is written.
+
+Cost model of the checked path (it runs per NBL per crossing, so it is built from what can be
+shared per chain):
+- History: `nbl.history` is an immutable node (parent, hop, depth); a hand-off builds one node for
+  the chain and every NBL takes it. Nodes are read (`history_hops`) only for reports and tests.
+- Owner tokens: a checked hand-off writes an `OwnerToken` (equal to the owner's name, a new object
+  per hand-off) into every NBL it moves with the shared node. The next hand-off of the chain then
+  proves "owned by frm, history node h0, SourceHandle sh0" with one identity test per NBL.
+- Coverage counts once per chain hand-off; strings are only built when a check fails.
+`chimney.ndis.core` fuses the same steps with SourceHandle stamping into one pass per crossing.
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
+import sys
+from collections import Counter
 from typing import Any
 
 from chimney.ndis.buffers import NDIS_OWNER, NO_SNAPSHOT, NetBuffer, NetBufferList
 from chimney.ndis.verifier import Mode, Verifier
 
-__all__ = ["HISTORY_LEN", "NDIS_OWNER", "OwnershipTracker"]
+__all__ = [
+    "HISTORY_LEN",
+    "NDIS_OWNER",
+    "OwnerToken",
+    "OwnershipTracker",
+    "history_hops",
+    "nb_snapshot_of",
+    "plain_owner",
+    "push_history",
+]
 
 HISTORY_LEN = 8
+MAX_HISTORY_DEPTH = 2 * HISTORY_LEN  # a node chain this deep is cut back to HISTORY_LEN hops
 _MAX_NBS = 4096  # snapshot bound: a cyclic NB list must not hang the verifier
 
 # Enum member access through the class costs ~0.3 us on Python 3.11; the hot paths compare with this.
 _OFF = Mode.OFF
 
+Hop = tuple[str, str, str]  # (op, frm, to)
+HistoryNode = tuple[Any, Hop, int]  # (parent node or None, hop, depth)
+
+
+class OwnerToken(str):
+    """An owner name as written by one checked hand-off: equal to the plain name, but a new object
+    per hand-off. Invariant: all NBLs holding the *same* token were moved together and still have
+    the same history node and SourceHandle, so the next hand-off of the chain checks ownership with
+    one identity test per NBL (`nbl.owner is token`). Whatever changes an NBL's history or
+    SourceHandle without moving it on writes a plain name (`plain_owner`) instead. A name written
+    directly by anyone else is a plain str, so it never passes the identity test."""
+
+    __slots__ = ()
+
+
+def plain_owner(owner: str) -> str:
+    """The plain (interned) name behind an owner token."""
+    return sys.intern(str(owner)) if type(owner) is OwnerToken else owner
+
+
+def push_history(node: HistoryNode | None, hop: Hop) -> HistoryNode:
+    """The history `node` plus `hop`. One small tuple; every MAX_HISTORY_DEPTH hops the chain of
+    nodes is rebuilt from its last HISTORY_LEN - 1 hops so memory stays bounded."""
+    if node is None:
+        return (None, hop, 1)
+    if node[2] < MAX_HISTORY_DEPTH:
+        return (node, hop, node[2] + 1)
+    fresh: HistoryNode | None = None
+    for depth, old in enumerate(history_hops(node)[1:], 1):
+        fresh = (fresh, old, depth)
+    return (fresh, hop, HISTORY_LEN)
+
+
+def history_hops(node: HistoryNode | None) -> list[Hop]:
+    """The last HISTORY_LEN hops of a history node, oldest first."""
+    hops: list[Hop] = []
+    while node is not None and len(hops) < HISTORY_LEN:
+        hops.append(node[1])
+        node = node[0]
+    hops.reverse()
+    return hops
+
+
+def nb_snapshot_of(nb: NetBuffer | None) -> Any:
+    """The R-NBL-03 snapshot of an NB list starting at `nb`: the NB itself for the common one-NB
+    shape, else a tuple of the NBs (`()` for none; bounded: a cyclic NB list must not hang the verifier)."""
+    if nb is None:
+        return ()
+    if nb.next is None:
+        return nb
+    nbs: list[NetBuffer] = []
+    while nb is not None and len(nbs) <= _MAX_NBS:
+        nbs.append(nb)
+        nb = nb.next
+    return tuple(nbs)
+
 
 class OwnershipTracker:
     """Owner bookkeeping for every NBL of one simulated system (one per `Verifier`).
 
-    The per-NBL history (`nbl.history`, a deque of (op, frm, to)) and the pending NB-list snapshot
-    (`nbl.nb_snapshot`) live in slots of the NBL, so the checked path costs no dict lookups.
+    The per-NBL history (`nbl.history`, a shared node, see the module docstring) and the pending
+    NB-list snapshot (`nbl.nb_snapshot`) live in slots of the NBL, so the checked path costs no dict
+    lookups.
     """
 
     __slots__ = ("_live", "verifier")
@@ -51,21 +129,37 @@ class OwnershipTracker:
             return
         hop = (op, frm, to)
         # Coverage counts one check per hand-off (not per NBL): a per-NBL counter costs ~15% here.
-        verifier.checks[rule_id] += 1
+        verifier.count(rule_id)
+        h0 = nbl.history
+        h1 = push_history(h0, hop)
+        t0 = nbl.owner
+        t1 = OwnerToken(to)
+        if type(t0) is OwnerToken and t0 == frm:
+            # Every holder of t0 is owned by `frm` with history h0: one identity test per NBL.
+            while nbl is not None and nbl.owner is t0:
+                nbl.owner = t1
+                nbl.history = h1
+                nbl = nbl.next
+        sh0 = head.source_handle  # type: ignore[union-attr]
         while nbl is not None:
             if nbl.owner != frm:
-                verifier.fail(
-                    rule_id,
-                    f"{op}: {frm} passed {nbl!r} it does not own (owner {nbl.owner}){self.history_text(nbl)}",
-                    nbl,
-                )
-            nbl.owner = to
+                self.not_owned(nbl, frm, rule_id, op)
             h = nbl.history
-            if h is None:
-                nbl.history = deque((hop,), HISTORY_LEN)
+            if h is h0 and nbl.source_handle is sh0:
+                nbl.owner = t1
+                nbl.history = h1
             else:
-                h.append(hop)
+                nbl.owner = to
+                nbl.history = push_history(h, hop)
             nbl = nbl.next
+
+    def not_owned(self, nbl: NetBufferList, frm: str, rule_id: str, op: str) -> None:
+        """Report that `frm` passed `nbl` without owning it (called before its history moves on)."""
+        self.verifier.fail(
+            rule_id,
+            f"{op}: {frm} passed {nbl!r} it does not own (owner {nbl.owner}){self.history_text(nbl)}",
+            nbl,
+        )
 
     def assert_owner(self, nbl: NetBufferList, owner: str, rule_id: str, op: str) -> bool:
         """Check that `owner` owns `nbl` right now (e.g. before it touches MiniportReserved, R-NBL-04)."""
@@ -73,7 +167,7 @@ class OwnershipTracker:
         if verifier.mode is _OFF:
             return nbl.owner == owner
         if nbl.owner == owner:
-            verifier.checks[rule_id] += 1
+            verifier.count(rule_id)
             return True
         return verifier.check(
             False,
@@ -91,17 +185,17 @@ class OwnershipTracker:
         return ok
 
     @staticmethod
-    def history(nbl: NetBufferList) -> list[tuple[str, str, str]]:
+    def history(nbl: NetBufferList) -> list[Hop]:
         """The last hand-offs of `nbl`, oldest first, as (op, frm, to)."""
-        return list(nbl.history or ())
+        return history_hops(nbl.history)
 
     @staticmethod
     def history_text(nbl: NetBufferList) -> str:
         """"; history: op a->b, ..." for violation messages ("" without history)."""
-        h = nbl.history
-        if not h:
+        hops = history_hops(nbl.history)
+        if not hops:
             return ""
-        return "; history: " + ", ".join(f"{op} {frm}->{to}" for op, frm, to in h)
+        return "; history: " + ", ".join(f"{op} {frm}->{to}" for op, frm, to in hops)
 
     _history_text = history_text  # early callers used the private name
 
@@ -112,15 +206,7 @@ class OwnershipTracker:
         if self.verifier.mode is _OFF:
             return
         while nbl is not None:
-            nb = nbl.first_net_buffer
-            if nb is None or nb.next is None:
-                nbl.nb_snapshot = nb  # the common one-NB (or empty) shape: no tuple needed
-            else:
-                nbs: list[NetBuffer] = []
-                while nb is not None and len(nbs) <= _MAX_NBS:
-                    nbs.append(nb)
-                    nb = nb.next
-                nbl.nb_snapshot = tuple(nbs)
+            nbl.nb_snapshot = nb_snapshot_of(nbl.first_net_buffer)
             if not chain:
                 return
             nbl = nbl.next
@@ -137,22 +223,31 @@ class OwnershipTracker:
             return True
         if nbl is None:
             return True
-        verifier.checks[rule_id] += 1  # one check per returned chain, as for transfer()
+        verifier.count(rule_id)  # one check per returned chain, as for transfer()
         ok = True
+        no_snap = NO_SNAPSHOT
         while nbl is not None:
             snap = nbl.nb_snapshot
-            if snap is not NO_SNAPSHOT:
-                nbl.nb_snapshot = NO_SNAPSHOT
-                nb = nbl.first_net_buffer
-                if type(snap) is tuple:
-                    if not self._same_list(nb, snap):
-                        ok = self._structure_violation(nbl, snap, rule_id, op) and ok
-                elif nb is not snap or (nb is not None and nb.next is not None):
-                    ok = self._structure_violation(nbl, (snap,) if snap is not None else (), rule_id, op) and ok
+            nbl.nb_snapshot = no_snap
+            nb = nbl.first_net_buffer
+            if nb is not snap or nb.next is not None:  # the one-NB shape matches with two compares
+                ok = self.check_snapshot(nbl, snap, rule_id, op) and ok
             if not chain:
                 break
             nbl = nbl.next
         return ok
+
+    def check_snapshot(self, nbl: NetBufferList, snap: Any, rule_id: str, op: str) -> bool:
+        """Compare the NB list of `nbl` with `snap` (as taken by `nb_snapshot_of`); report a mismatch.
+
+        The full comparison behind the two-compare fast test of the one-NB shape."""
+        if snap is NO_SNAPSHOT:
+            return True
+        if type(snap) is not tuple:
+            snap = (snap,)
+        if self._same_list(nbl.first_net_buffer, snap):
+            return True
+        return self._structure_violation(nbl, snap, rule_id, op)
 
     @staticmethod
     def _same_list(nb: NetBuffer | None, before: tuple[NetBuffer, ...]) -> bool:
@@ -215,6 +310,7 @@ class OwnershipTracker:
 
     def forget(self, nbl: NetBufferList) -> None:
         self._live.pop(nbl.serial, None)
+        nbl.owner = plain_owner(nbl.owner)  # its history goes: it no longer shares a token's
         nbl.history = None
         nbl.nb_snapshot = NO_SNAPSHOT
 
@@ -223,7 +319,7 @@ class OwnershipTracker:
         return [nbl for nbl in self._live.values() if nbl.owner == owner]
 
     def by_owner(self) -> dict[str, int]:
-        return dict(Counter(nbl.owner for nbl in self._live.values()))
+        return dict(Counter(plain_owner(nbl.owner) for nbl in self._live.values()))
 
     def leak_report(self, owner: str | None = None) -> str:
         """Readable list of the registered NBLs still alive (only `owner`'s with an owner)."""
