@@ -1,0 +1,69 @@
+"""`chimney rules`: every catalogue rule with its level and where it is enforced (verifier check or test) or
+why not; the MUST / MUST NOT rules left uncovered are listed by id."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from chimney.cli_verify import rules
+from chimney.conformance.catalogue_report import ENFORCED, MANDATORY, UNCOVERED, rule_coverage, summary
+from chimney.ndis.coverage import COVERAGE
+from chimney.ndis.rules import catalogue
+
+
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(rules)
+    app.command("noop")(lambda: None)  # two commands: typer keeps `rules` as a subcommand name
+    return app
+
+
+def test_rules_json_lists_every_catalogue_rule_with_its_level() -> None:
+    res = CliRunner().invoke(cli(), ["rules", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    got = {r["id"]: r for r in data["rules"]}
+    assert list(got) == list(catalogue())
+    assert all(got[rid]["level"] == r.level for rid, r in catalogue().items())
+    assert data["summary"]["rules"] == len(catalogue())
+
+
+def test_uncovered_list_is_exactly_the_mandatory_rules_neither_enforced_nor_tested() -> None:
+    rows = rule_coverage()
+    remainder = summary(rows)["must_not_covered"]
+    assert remainder == [r.id for r in rows if r.level in MANDATORY and r.status not in (ENFORCED, "tested")]
+    res = CliRunner().invoke(cli(), ["rules", "--uncovered", "--json"])
+    data = json.loads(res.output)
+    assert data["summary"]["must_not_covered"] == remainder
+    assert all(r["status"] in ("uncheckable", UNCOVERED) for r in data["rules"])
+    assert all(r["reason"] for r in data["rules"])  # every uncovered rule says why
+
+
+def test_boundary_checks_of_the_coverage_table_show_as_enforced() -> None:
+    by_id = {r.id: r for r in rule_coverage()}
+    for rid, (kind, _where, _tests) in COVERAGE.items():
+        if kind in ("chimney", "core"):
+            assert by_id[rid].status == ENFORCED, rid
+    # R-OFF-01 is the synchronous-completion check in ChimneyChecks.state_complete
+    assert "ChimneyChecks.state_complete" in by_id["R-OFF-01"].where
+
+
+def test_rules_table_text_contains_every_id_and_the_remainder() -> None:
+    res = CliRunner().invoke(cli(), ["rules"])
+    assert res.exit_code == 0
+    for rid in catalogue():
+        assert rid in res.output, rid
+    remainder = summary(rule_coverage())["must_not_covered"]
+    flat = " ".join(res.output.split())
+    assert f"neither enforced nor tested ({len(remainder)})" in flat
+    assert all(rid in flat for rid in remainder)
+
+
+def test_rules_area_filter_and_unknown_area() -> None:
+    res = CliRunner().invoke(cli(), ["rules", "--area", "off", "--json"])
+    data = json.loads(res.output)
+    assert data["rules"] and {r["area"] for r in data["rules"]} == {"OFF"}
+    assert CliRunner().invoke(cli(), ["rules", "--area", "NOPE"]).exit_code == 2
