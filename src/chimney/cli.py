@@ -291,6 +291,17 @@ def _register_packetdrill() -> None:
 _register_packetdrill()
 
 
+def _register_conformance() -> None:
+    """`chimney verify` (conformance battery for any offload target) and `chimney rules` (coverage)."""
+    from chimney.cli_verify import rules, verify
+
+    app.command(help="Run the conformance battery against an offload target (MODULE:CLASS or FILE.py:CLASS).")(verify)
+    app.command(help="Print the contract rule catalogue with where each rule is enforced or tested.")(rules)
+
+
+_register_conformance()
+
+
 def main() -> None:
     app()
 
