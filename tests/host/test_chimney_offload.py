@@ -471,27 +471,3 @@ def test_neighbor_reachability_query_gets_the_host_delta() -> None:
     check_clean(p)
 
 
-def test_socket_option_on_offloaded_connection_uploads_and_applies_it() -> None:
-    """Nagle/keepalive are cached variables: without NdisUpdateOffload the host takes the connection back
-    and applies the option itself."""
-    from chimney.host.socket import SO_KEEPALIVE, SOL_SOCKET
-
-    p = pair_with()
-    lsock = p.host_b.listen(PORT)
-    lsock.setblocking(False)
-    sa = p.host_a.socket()
-    sa.setblocking(False)
-    with pytest.raises(BlockingIOError):
-        sa.connect(("198.18.0.2", PORT))
-    run_for(p, 3)
-    sb, _ = lsock.accept()
-    (tcb,) = a_conns(p)
-    p.manager.offload(tcb)
-    run_for(p, 1)
-    sa.setsockopt(SOL_SOCKET, SO_KEEPALIVE, 1)
-    run_for(p, 1)
-    assert tcb.path.kind == "host" and tcb.conn.cfg.keepalive and tcb.conn._ka_deadline is not None
-    assert p.manager.history[-1][3] == "configure:Established"
-    sa.close()
-    sb.close()
-    check_clean(p)

@@ -15,6 +15,15 @@ NDIS name -> Python name:
   NdisOffloadTcpReceive (zero-byte re-enable) -> ChimneyPath._post_zero_receive; ..ReceiveComplete -> receive_complete
   ProtocolTcpOffloadReceiveIndicate -> receive_indicate; NdisOffloadTcpReceiveReturn -> ChimneyPath._flush_returns
   ProtocolTcpOffloadEvent -> tcp_event; ProtocolIndicateOffloadEvent -> indicate_offload_event
+  NdisUpdateOffload -> OffloadManager.update_tcp / _pump_update / _pump_relinks (socket options, neighbor MAC,
+      PMTU, route change re-link); ProtocolUpdateOffloadComplete -> update_offload_complete
+  NdisInvalidateOffload -> OffloadManager.invalidate (route removed, neighbor FAILED);
+      ProtocolInvalidateOffloadComplete -> invalidate_offload_complete
+  NdisQueryOffloadState -> OffloadManager.query (and chimney.host.netstat); ProtocolQueryOffloadComplete ->
+      query_offload_complete
+  NdisOidRequest(OID_PNP_SET_POWER) -> OffloadManager.set_power; OID_TCP4/6_OFFLOAD_STATS,
+      OID_IP4/6_OFFLOAD_STATS -> offload_stats / reset_offload_stats
+  ProtocolStatusEx (via NdisHostBinding.status_ex) -> OffloadManager.status_indication
 
 Segments the host receives for a connection while its offload is in progress are kept and forwarded with
 NdisOffloadTcpForward once the offload completed (R-FWD-03: never during the operation); segments received
@@ -23,6 +32,7 @@ while it is being terminated are kept and fed to the resumed host engine after t
 
 from __future__ import annotations
 
+import copy
 import errno
 import itertools
 from collections import deque
@@ -33,6 +43,7 @@ from typing import Any
 
 from chimney.host.ip import IcmpError
 from chimney.host.ndis_binding import NdisHostBinding
+from chimney.host.neighbor import NeighborState
 from chimney.host.policy import OffloadPolicy
 from chimney.host.stack import HostStack
 from chimney.host.tcp import HostPath, Tcb, TcbPath
@@ -53,6 +64,7 @@ from chimney.ndis.offload_state import (
     PathOffloadStateCached,
     PathOffloadStateConst,
     PathOffloadStateDelegated,
+    TcpCachedFlags,
     TcpConnectionState,
     TcpOffloadEventType,
     TcpOffloadStateCached,
@@ -60,11 +72,23 @@ from chimney.ndis.offload_state import (
     TcpOffloadStateDelegated,
     TcpUploadReason,
 )
+from chimney.ndis.oid import (
+    OID_IP4_OFFLOAD_STATS,
+    OID_IP6_OFFLOAD_STATS,
+    OID_PNP_SET_POWER,
+    OID_TCP4_OFFLOAD_STATS,
+    OID_TCP6_OFFLOAD_STATS,
+    IpOffloadStats,
+    NdisDevicePowerState,
+    NdisOidRequest,
+    TcpOffloadStats,
+)
 from chimney.ndis.status import NdisStatus
 from chimney.ndis.verifier import Mode, Verifier
 from chimney.net.frame import Frame
 from chimney.net.tcp import TcpSegment
 from chimney.sim.scheduler import NS_PER_MS, NS_PER_S
+from chimney.sim.tasks import SimFuture
 from chimney.tcp import Closed, Connection, DataReadable, PeerClosed, Reset, SendSpace, TcpStateError
 from chimney.tcp.buffers import ReceiveQueue
 from chimney.tcp.events import Event
@@ -78,10 +102,14 @@ _UIP = NdisStatus.UPLOAD_IN_PROGRESS
 S = TcpConnectionState
 MASK = 0xFFFFFFFF
 CACHED_OPTIONS = frozenset(
-    {"nagle", "keepalive", "keepalive_idle_ns", "keepalive_interval_ns", "keepalive_count", "rcv_buf", "max_rt_ns"}
+    {"nagle", "keepalive", "keepalive_idle_ns", "keepalive_interval_ns", "keepalive_count", "rcv_buf", "max_rt_ns",
+     "user_timeout_ns"}
 )
+KEEPALIVE_OPTIONS = frozenset({"keepalive", "keepalive_idle_ns", "keepalive_interval_ns", "keepalive_count"})
+_ONE_SHOT = TcpCachedFlags.KEEP_ALIVE_RESTART | TcpCachedFlags.MAX_RT_RESTART | TcpCachedFlags.UPDATE_RCV_WND
 HISTORY_LEN = 4096
 CHIMNEY_SEND_BACKLOG = 1 << 20  # bytes kept posted on an offloaded connection without a backlog hint
+NEIGHBOR_WATCH_NS = NS_PER_S // 4  # how often offloaded neighbors' host cache entries are checked
 SEND_NBL_BYTES = 64 * 1024  # send data handed over at offload: one NBL per this many bytes (MDLs chained)
 
 
@@ -96,10 +124,17 @@ class OffloadedObject:
     """A neighbor or path the host offloaded (shared by every connection above it, §1.4). `refs` counts
     dependents offloaded or being offloaded; it is terminated only at 0 (R-TRM-04)."""
 
-    __slots__ = ("handle", "host", "key", "kind", "parent", "phase", "refs", "v6")
+    __slots__ = ("handle", "host", "invalid", "key", "kind", "next_update", "ops", "parent", "phase", "refs",
+                 "updating", "v6")
 
     def __init__(self, kind: str, key: tuple[Any, ...], host: Any, parent: OffloadedObject | None, v6: bool) -> None:
         self.kind = kind
+        # State operations on this object (R-UPD-05, R-TRM-05): query/update/invalidate in flight, one
+        # update at a time with the next one queued (latest CACHED wins), no new work once invalidated.
+        self.ops = 0
+        self.updating = False
+        self.next_update: Any = None
+        self.invalid = False
         self.key = key
         self.host = host  # the host's Neighbor / route.Path
         self.parent = parent
@@ -171,7 +206,10 @@ class ChimneyPath(TcbPath):
         "held_segs",
         "held_sends",
         "in_send",
+        "invalid",
         "manager",
+        "next_update",
+        "ops",
         "out_bytes",
         "path_obj",
         "pending_abort",
@@ -188,7 +226,9 @@ class ChimneyPath(TcbPath):
         "sendq",
         "shut_sent",
         "tcp_state",
+        "updating",
         "upload_reason",
+        "upload_wait",
         "want_space",
         "zero_post_pending",
     )
@@ -232,6 +272,11 @@ class ChimneyPath(TcbPath):
         self.upload_reason: str | None = None
         self.send_backlog_hint = 0xFFFFFFFF
         self.cfg_changes: dict[str, Any] = {}
+        self.ops = 0  # query/update/invalidate in flight (R-TRM-05: no terminate before they complete)
+        self.updating = False
+        self.next_update: TcpOffloadStateCached | None = None
+        self.invalid = False
+        self.upload_wait: str | None = None  # an upload asked for while ops were in flight
 
     def __repr__(self) -> str:
         return f"<ChimneyPath {self.phase.value} {self.tcp_state.name} out={self.out_bytes} rx={self.rx_size}>"
@@ -327,14 +372,14 @@ class ChimneyPath(TcbPath):
             self.pending_abort = True
 
     def configure(self, **changes: Any) -> None:
-        # Socket options that map to cached TCP variables would need NdisUpdateOffload (not implemented
-        # here): the connection is uploaded instead and the options are applied by the host engine (the
-        # policy may offload it again later with the new cached state).
+        """Socket options: those that map to cached TCP variables (CACHED_OPTIONS) go to the target with
+        NdisUpdateOffload (R-UPD-02), never by uploading; the host engine gets all of them back at upload
+        (`cfg_changes`, since the import restores the cached state the target held)."""
         conn = self.tcb.conn
         conn.cfg = conn.cfg.replace(**changes)
         self.cfg_changes.update(changes)
-        if set(changes) & CACHED_OPTIONS and self.phase is Phase.OFFLOADED:
-            self.manager.upload(self.tcb, reason="configure")
+        if set(changes) & CACHED_OPTIONS:
+            self.manager.update_tcp(self.tcb, changes)
 
     def want_send_space(self) -> None:
         self.want_space = True
@@ -349,7 +394,11 @@ class ChimneyPath(TcbPath):
             self.held_segs.append((seg, frame))  # R-FWD-03: forwarded after the offload, fed after upload
 
     def icmp_error(self, err: IcmpError) -> None:
-        # Offloaded path state would need an update; take the connection back and let the host handle it.
+        # A PMTU report already became a path update (OffloadManager._pmtu_changed): the connection stays
+        # offloaded. Other errors are the host's to act on: take the connection back.
+        if err.is_pmtu:
+            self.manager.stats["icmp_pmtu_kept"] += 1
+            return
         self.manager.stats["icmp_uploads"] += 1
         if self.phase is Phase.OFFLOADED:
             self.manager.upload(self.tcb, reason="icmp")
@@ -593,10 +642,22 @@ class OffloadManager:
                 "zero_posts", "forwarded", "retrieves", "retrieves_ignored", "aborts_indicated",
                 "disconnects_indicated", "icmp_uploads", "trm_chain_mismatch", "trm_sends_outstanding",
                 "reachability_queries", "upload_failed", "sends_after_fin_dropped", "held_segments_fed",
+                "updates", "update_nodes", "update_failed", "relinks", "invalidates", "invalidate_host_uploads",
+                "queries", "query_failed", "icmp_pmtu_kept", "neighbor_mac_updates", "pmtu_updates",
+                "status_pause", "status_resume", "status_upload_all", "media_disconnects", "power_transitions",
             ),
             0,
         )
         self._scan_timer: Any = None
+        # id(root PBL) -> (operation, root, objects, extra) of every query/update/invalidate in flight
+        self._op_recs: dict[int, tuple[str, ProtocolOffloadBlockList, list[Any], Any]] = {}
+        self._relink_wait: dict[OffloadedObject, OffloadedObject] = {}  # path -> neighbor it moves to
+        self._nbr_timer: Any = None
+        self.power_low = False
+        self._power_reqs: dict[int, SimFuture[int]] = {}
+        self._idle_waiters: list[Any] = []
+        stack.ip.neighbor_listeners.append(self._neighbor_changed)
+        stack.ip.pmtu.listeners.append(self._pmtu_changed)
         self.wake()
 
     # ------------------------------------------------------------------ helpers
@@ -673,7 +734,7 @@ class OffloadManager:
         if isinstance(tcbs, Tcb):
             tcbs = [tcbs]
         b = self.binding
-        if not b.chimney_ready or self.upload_all_active:
+        if not b.chimney_ready or self.upload_all_active or self.power_low:
             return 0
         room = self.capacity - sum(1 for cp in self.paths.values() if cp.phase in (Phase.OFFLOADING, Phase.OFFLOADED))
         roots: dict[OffloadedObject, ProtocolOffloadBlockList] = {}
@@ -755,9 +816,13 @@ class OffloadManager:
         nobj = self.neighbor_objs.get(nkey)
         if nobj is not None and nobj.phase is not Phase.OFFLOADED and nobj not in batch:
             return None  # R-OFF-11: never link to (or re-offload) an object whose operation is in flight
+        if nobj is not None and (nobj.invalid or nobj.ops):
+            return None  # invalidated (waits for its terminate) or being updated/re-linked
         pkey = (p.source, p.destination)
         pobj = self.path_objs.get(pkey)
         if pobj is not None and pobj.phase is not Phase.OFFLOADED and pobj not in batch:
+            return None
+        if pobj is not None and (pobj.invalid or pobj.ops or pobj in self._relink_wait or pobj.parent is not nobj):
             return None
         now = self.scheduler.now
         # R-OFF-11: from here on no I/O reaches the engine; HostPath's timer stops with detach().
@@ -817,6 +882,7 @@ class OffloadManager:
         """ProtocolInitiateOffloadComplete: per node (§5.2). Every failed TCP node carries on in the host."""
         self.ops_out -= 1
         start: list[ChimneyPath] = []
+        objs_done: list[OffloadedObject] = []
         for node in iter_tree(pbl):
             h = node.offload_handle
             owner = h.owner if h is not None else None
@@ -825,6 +891,7 @@ class OffloadManager:
                 if owner.phase is Phase.OFFLOADING:
                     if st in _OK and h.miniport_offload_context.value is not None:
                         owner.phase = Phase.OFFLOADED
+                        objs_done.append(owner)
                     else:
                         owner.phase = Phase.DONE  # not offloaded: forget it (its dependents failed too)
                         self._forget(owner)
@@ -844,6 +911,18 @@ class OffloadManager:
                     self._revert(owner, node)
         for cp in start:
             self._soon(cp._start_io)  # R-OFF-11: no I/O until the completion call has returned
+            if cp.next_update is not None:
+                self._soon(lambda cp=cp: self._pump_update(cp))  # options set while it was being offloaded
+        for obj in objs_done:
+            if obj.invalid:
+                obj.invalid = False
+                self._soon(lambda obj=obj: self.invalidate([obj]))  # became unreachable while offloading
+            elif obj.next_update is not None:
+                self._soon(lambda obj=obj: self._pump_update(obj))
+        if self._relink_wait:
+            self._soon(self._pump_relinks)
+        if objs_done:
+            self._arm_neighbor_watch()
         if self.upload_all_active:
             self._soon(lambda: self.upload_all("upload_all"))
         self._soon(self._gc)
@@ -910,7 +989,10 @@ class OffloadManager:
             cp = self.paths.get(tcb)
             if cp is None or cp.phase is not Phase.OFFLOADED:
                 continue  # R-OFF-11 / already terminating
-            # R-TRM-05: in this model every post/disconnect call has returned; no query/update in flight.
+            if cp.ops:
+                cp.upload_wait = reason  # R-TRM-05: after its query/update/invalidate completed
+                continue
+            # R-TRM-05: every post/disconnect call has returned here (they are synchronous calls).
             cp.phase = Phase.TERMINATING  # R-TRM-22: no more sends or receive posts from here on
             cp.upload_reason = reason
             if cp.returns:
@@ -928,9 +1010,10 @@ class OffloadManager:
         return len(nodes)
 
     def upload_all(self, reason: str = "upload_all") -> None:
-        """NDIS_STATUS_UPLOAD_ALL (hardware reset): every connection, then every path and neighbor; no new
-        offloads until all are back."""
+        """NDIS_STATUS_UPLOAD_ALL (hardware reset): every connection, then every path and neighbor (R-TRM-04);
+        no new offloads until all are back."""
         self.upload_all_active = True
+        self._relink_wait.clear()
         self.upload(list(self.paths), reason=reason)
         self._soon(self._gc)
 
@@ -1046,18 +1129,27 @@ class OffloadManager:
         tcb.deliver(evs)
 
     def _gc(self) -> None:
-        """Terminate offloaded paths (then neighbors) nothing depends on any more (R-TRM-04)."""
-        paths = [o for o in self.path_objs.values() if o.phase is Phase.OFFLOADED and o.refs == 0]
+        """Terminate offloaded paths (then neighbors) nothing depends on any more (R-TRM-04), once their
+        state operations completed (R-TRM-05 by analogy); a neighbor waiting for paths to re-link to it
+        stays."""
+        paths = [o for o in self.path_objs.values() if o.phase is Phase.OFFLOADED and o.refs == 0 and not o.ops
+                 and o not in self._relink_wait]
         if paths:
             self._terminate_objects(paths)
             return
-        nbrs = [o for o in self.neighbor_objs.values() if o.phase is Phase.OFFLOADED and o.refs == 0]
+        keep = set(self._relink_wait.values())
+        nbrs = [o for o in self.neighbor_objs.values() if o.phase is Phase.OFFLOADED and o.refs == 0 and not o.ops
+                and o not in keep]
         if nbrs:
             self._terminate_objects(nbrs)
             return
-        if self.upload_all_active and not self.paths and not self.path_objs and not self.neighbor_objs:
-            self.upload_all_active = False
-            self.wake()
+        if not self.paths and not self.path_objs and not self.neighbor_objs and not self._op_recs:
+            if self.upload_all_active:
+                self.upload_all_active = False
+                self.wake()
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for fn in waiters:
+                fn()
 
     def _terminate_objects(self, objs: list[OffloadedObject]) -> None:
         nodes = []
@@ -1075,8 +1167,451 @@ class OffloadManager:
         self.ops_out += 1
         self.ndis.terminate_offload(self.binding_handle, nodes[0])
 
-    def state_op_complete(self, what: str, pbl: ProtocolOffloadBlockList) -> None:
+    # ------------------------------------------------------------------ update (R-UPD-*)
+
+    def _tcp_cached(self, cp: ChimneyPath, changes: dict[str, Any]) -> TcpOffloadStateCached:
+        """The connection's CACHED struct after `changes` (TcpConfig fields, plus `ttl` / `tos`), with the
+        one-shot flags that make the target apply them (R-UPD-08..12)."""
+        base = cp.next_update if cp.next_update is not None else cp.cached
+        assert base is not None
+        c = copy.deepcopy(base)
+        cfg = cp.tcb.conn.cfg
+        tps = self.tps
+        flags = c.flags & _ONE_SHOT  # one-shots of a queued, not yet sent update still apply
+        if cfg.keepalive:
+            flags |= TcpCachedFlags.KEEP_ALIVE_ENABLED
+        if cfg.nagle:
+            flags |= TcpCachedFlags.NAGLING_ENABLED
+        if set(changes) & KEEPALIVE_OPTIONS:
+            c.ka_probe_count = min(cfg.keepalive_count, 255)
+            c.ka_timeout = min(cfg.keepalive_idle_ns * tps // NS_PER_S, MASK)
+            c.ka_interval = min(cfg.keepalive_interval_ns * tps // NS_PER_S, MASK)
+            # R-UPD-09: restart the idle timer; R-UPD-11: MAX_RT_RESTART makes the target reset the probe
+            # count and the keepalive timeout along with the new KaProbeCount / KaTimeout / KaInterval.
+            flags |= TcpCachedFlags.KEEP_ALIVE_RESTART | TcpCachedFlags.MAX_RT_RESTART
+        if "rcv_buf" in changes:
+            c.initial_rcv_wnd = cfg.rcv_buf
+            flags |= TcpCachedFlags.UPDATE_RCV_WND  # R-UPD-08
+        if "max_rt_ns" in changes or "user_timeout_ns" in changes:
+            c.max_rt = self._max_rt_ticks(cfg)
+            flags |= TcpCachedFlags.MAX_RT_RESTART  # R-UPD-10
+        if "ttl" in changes:
+            c.ttl_or_hop_limit = int(changes["ttl"]) & 0xFF
+        if "tos" in changes:
+            c.tos_or_traffic_class = int(changes["tos"]) & 0xFF
+        c.flags = int(flags)
+        return c
+
+    def _max_rt_ticks(self, cfg: Any) -> int:
+        """MaxRT from the socket: a user timeout (TCP_USER_TIMEOUT) bounds the retransmission time;
+        otherwise the engine's max_rt_ns (0: count limit, -1: unlimited), as export_state encodes it."""
+        ns = cfg.user_timeout_ns if cfg.user_timeout_ns > 0 else cfg.max_rt_ns
+        if ns == 0:
+            return 0
+        if ns < 0:
+            return MASK
+        return max(1, min(ns * self.tps // NS_PER_S, MASK - 1))
+
+    def update_tcp(self, tcb: Tcb, changes: dict[str, Any]) -> bool:
+        """NdisUpdateOffload of the connection's CACHED variables after a socket option changed (instead of
+        an upload). Queued while the connection is being offloaded or another update is in flight
+        (R-UPD-05); nothing to do once it is being uploaded (the host engine gets `cfg_changes`)."""
+        cp = self.paths.get(tcb)
+        if cp is None or cp.phase not in (Phase.OFFLOADING, Phase.OFFLOADED) or cp.invalid or cp.cached is None:
+            return False
+        pobj = cp.path_obj
+        if pobj is not None and (pobj.invalid or (pobj.parent is not None and pobj.parent.invalid)):
+            return False  # the target is about to hand it back (R-INV-03/04): the host engine applies it
+        if "user_timeout_ns" in changes and "max_rt_ns" not in cp.cfg_changes:
+            # import_state takes MaxRT back from the cached struct: keep the engine's own max_rt_ns.
+            cp.cfg_changes["max_rt_ns"] = tcb.conn.cfg.max_rt_ns
+        cp.next_update = self._tcp_cached(cp, changes)
+        self._pump_update(cp)
+        return True
+
+    def set_ip_options(self, tcb: Tcb, *, ttl: int | None = None, tos: int | None = None) -> bool:
+        """IP_TTL / IP_TOS (IPV6_UNICAST_HOPS / IPV6_TCLASS) of an offloaded connection: TtlOrHopLimit /
+        TosOrTrafficClass are cached TCP variables, changed by an update."""
+        changes: dict[str, Any] = {}
+        if ttl is not None:
+            changes["ttl"] = ttl
+        if tos is not None:
+            changes["tos"] = tos
+        return bool(changes) and self.update_tcp(tcb, changes)
+
+    def _pump_update(self, obj: ChimneyPath | OffloadedObject) -> None:
+        """Issue the queued update of one object. R-UPD-05: never while it is being offloaded, updated,
+        invalidated or terminated; one in flight per object."""
+        if obj.updating or obj.invalid or obj.phase is not Phase.OFFLOADED or obj.next_update is None:
+            return
+        if isinstance(obj, OffloadedObject) and obj.kind == "path" and obj in self._relink_wait:
+            return  # the re-link update carries the path's latest CACHED state
+        st, obj.next_update = obj.next_update, None
+        node = ProtocolOffloadBlockList(_cached_type(obj), obj.handle, [st])
+        self._start_op("update", node, [obj], None)
+
+    def _start_op(self, what: str, root: ProtocolOffloadBlockList, objs: list[Any], extra: Any) -> None:
+        for o in objs:
+            o.ops += 1
+            if what == "update":
+                o.updating = True
+        self._op_recs[id(root)] = (what, root, objs, extra)
+        self.ops_out += 1
+        if what == "update":
+            self.stats["updates"] += 1
+            self.stats["update_nodes"] += len(objs)
+            self.ndis.update_offload(self.binding_handle, root)
+        elif what == "invalidate":
+            self.stats["invalidates"] += 1
+            self.ndis.invalidate_offload(self.binding_handle, root)
+        else:
+            self.stats["queries"] += 1
+            self.ndis.query_offload_state(self.binding_handle, root)
+
+    def _finish_op(self, what: str, pbl: ProtocolOffloadBlockList) -> tuple[list[Any], Any]:
+        rec = self._op_recs.pop(id(pbl), None)
         self.ops_out -= 1
+        if rec is None or rec[0] != what or rec[1] is not pbl:
+            self.stats[f"{what}_unknown_completion"] = self.stats.get(f"{what}_unknown_completion", 0) + 1
+            return [], None
+        for o in rec[2]:
+            o.ops -= 1
+            if what == "update":
+                o.updating = False
+        return rec[2], rec[3]
+
+    def update_offload_complete(self, pbl: ProtocolOffloadBlockList) -> None:
+        """ProtocolUpdateOffloadComplete: record what the target now holds; a FAILURE node's object is
+        terminated (R-UPD-14: the target keeps running it until then)."""
+        objs, relink_from = self._finish_op("update", pbl)
+        failed: list[Any] = []
+        for node in iter_tree(pbl):
+            h = node.offload_handle
+            obj = h.owner if h is not None else None
+            if obj is None:
+                continue
+            if node.status != _SUCCESS:
+                failed.append(obj)
+                continue
+            if isinstance(obj, ChimneyPath):
+                c = next((x for x in node.state if isinstance(x, TcpOffloadStateCached)), None)
+                if c is not None:
+                    c = copy.deepcopy(c)
+                    c.flags &= ~int(_ONE_SHOT)  # applied: the upload's import sees the plain values
+                    obj.cached = c
+            elif relink_from is not None and obj.kind == "path" and obj.parent is not relink_from:
+                old, new = obj.parent, relink_from
+                if old is not None and old.refs > 0:
+                    old.refs -= 1
+                new.refs += 1
+                obj.parent = new  # R-UPD-03: the path now hangs under the new neighbor
+                self.stats["relinks"] += 1
+        for obj in failed:
+            self.stats["update_failed"] += 1
+            self._retire(obj, "update_failed")
+        for obj in objs:
+            if obj not in failed:
+                self._after_op(obj)
+        if self._relink_wait:
+            self._pump_relinks()
+        self._soon(self._gc)
+
+    def _after_op(self, obj: Any) -> None:
+        if isinstance(obj, ChimneyPath) and obj.ops == 0 and obj.upload_wait is not None:
+            why, obj.upload_wait = obj.upload_wait, None
+            self.upload(obj.tcb, reason=why)
+            return
+        self._pump_update(obj)
+
+    def _dependents(self, obj: Any) -> list[ChimneyPath]:
+        if isinstance(obj, ChimneyPath):
+            return [obj]
+        if obj.kind == "path":
+            return [cp for cp in self.paths.values() if cp.path_obj is obj]
+        return [cp for cp in self.paths.values() if cp.path_obj is not None and cp.path_obj.parent is obj]
+
+    def _retire(self, obj: Any, reason: str) -> None:
+        """Take back everything on `obj` (the object itself follows at refcount 0, R-TRM-04); no new
+        offload links to it meanwhile."""
+        obj.invalid = True
+        obj.next_update = None
+        tcbs = [cp.tcb for cp in self._dependents(obj)]
+        for tcb in tcbs:
+            cp = self.paths[tcb]
+            if cp.phase is Phase.OFFLOADED:
+                cp.next_update = None
+                self.upload(tcb, reason=reason)
+
+    # ------------------------------------------------------------------ causes of updates
+
+    def _neighbor_changed(self, ifname: str, n: Any, old: bytes | None) -> None:
+        """HostIp neighbor listener: an offloaded neighbor's MAC changed (ARP / ND): R-UPD-13, only
+        DlDestinationAddress (and the current HRD) change; paths stay where they are."""
+        nobj = self.neighbor_objs.get((ifname, n.ip))
+        if nobj is None or nobj.invalid or nobj.phase not in (Phase.OFFLOADING, Phase.OFFLOADED) or n.mac is None:
+            return
+        self.stats["neighbor_mac_updates"] += 1
+        nobj.next_update = NeighborOffloadStateCached(dl_destination_address=bytes(n.mac).ljust(32, b"\0"),
+                                                      host_reachability_delta=self._hrd(n))
+        self._pump_update(nobj)
+
+    def _pmtu_changed(self, dst: bytes, mtu: int) -> None:
+        """PathMtuCache listener (ICMP fragmentation needed / packet too big): PathMtu of every offloaded
+        path to `dst` is a cached variable: update it."""
+        for pobj in list(self.path_objs.values()):
+            if pobj.key[1] != dst or pobj.invalid or pobj.phase not in (Phase.OFFLOADING, Phase.OFFLOADED):
+                continue
+            p = pobj.host
+            if p.mtu > mtu:
+                p.mtu = mtu  # HostIp applies the report to the shared path after telling the listeners
+            self.stats["pmtu_updates"] += 1
+            pobj.next_update = PathOffloadStateCached(path_mtu=min(p.mtu, mtu))
+            self._pump_update(pobj)
+
+    def route_changed(self) -> None:
+        """The route table changed (call after RouteTable.add/remove; HostIp does not notify yet): paths
+        with no route are invalidated; paths whose next hop moved are re-linked to the new next hop's
+        neighbor with an update tree rooted at it (R-UPD-03), the neighbor offloaded first if needed."""
+        ip = self.stack.ip
+        iface = self.binding.iface
+        for pobj in list(self.path_objs.values()):
+            if pobj.invalid or pobj.phase is not Phase.OFFLOADED:
+                continue
+            src, dst = pobj.key
+            p = ip.path(src, dst)  # refreshes the shared Path's next hop / interface in place
+            for cp in self._dependents(pobj):
+                cp.tcb.refresh_path()
+            if p is None or iface is None or p.interface != iface.name:
+                self.invalidate([pobj])
+                continue
+            nkey = (p.interface, p.next_hop)
+            cur = self._relink_wait.get(pobj, pobj.parent)
+            if cur is not None and cur.key == nkey:
+                continue
+            n = ip.neighbors[p.interface].get(p.next_hop)
+            if n is None or n.mac is None or n.state is NeighborState.FAILED:
+                ip.neighbor_for(p)  # start resolving; the connections continue in the host meanwhile
+                self.invalidate([pobj])
+                continue
+            nobj = self.neighbor_objs.get(nkey)
+            if nobj is not None and nobj.invalid:
+                self.invalidate([pobj])
+                continue
+            if nobj is None:
+                nobj = self.neighbor_objs[nkey] = OffloadedObject("neighbor", nkey, n, None, len(p.next_hop) == 16)
+                self.stats["initiates"] += 1
+                self.ops_out += 1
+                self.ndis.initiate_offload(self.binding_handle, self._object_node(nobj))
+            self._relink_wait[pobj] = nobj
+        self._pump_relinks()
+
+    def _pump_relinks(self) -> None:
+        """Issue the re-link updates whose objects are free (R-UPD-05), one tree per new neighbor."""
+        groups: dict[OffloadedObject, list[OffloadedObject]] = {}
+        for pobj, nobj in list(self._relink_wait.items()):
+            if nobj.phase is Phase.DONE or nobj.invalid or pobj.invalid or pobj.phase is not Phase.OFFLOADED:
+                del self._relink_wait[pobj]  # the new neighbor could not be offloaded: take the path back
+                if pobj.phase is Phase.OFFLOADED and not pobj.invalid:
+                    self.invalidate([pobj])
+                continue
+            if nobj.phase is not Phase.OFFLOADED or nobj.updating or pobj.updating:
+                continue
+            groups.setdefault(nobj, []).append(pobj)
+        for nobj, pobjs in groups.items():
+            n = nobj.host
+            nobj.next_update = None  # the root carries the neighbor's current CACHED state
+            root = ProtocolOffloadBlockList(OffloadStateType.NeighborOffloadCachedState, nobj.handle, [
+                NeighborOffloadStateCached(dl_destination_address=bytes(n.mac or b"").ljust(32, b"\0"),
+                                           host_reachability_delta=self._hrd(n))])
+            for pobj in pobjs:
+                del self._relink_wait[pobj]
+                pobj.next_update = None
+                # R-UPD-04: only the path -> neighbor link moves; TCP nodes never appear here.
+                root.add_dependent(ProtocolOffloadBlockList(_cached_type(pobj), pobj.handle,
+                                                            [PathOffloadStateCached(path_mtu=pobj.host.mtu)]))
+            self._start_op("update", root, [nobj, *pobjs], nobj)
+
+    # ------------------------------------------------------------------ invalidate (R-INV-*)
+
+    def invalidate(self, objs: Iterable[OffloadedObject]) -> int:
+        """NdisInvalidateOffload: the neighbor / path is no longer valid (unreachable, no route). The
+        target stops sending on everything above it and asks for their upload (InvalidState); the host
+        terminates those connections, then the objects (R-TRM-04). One request per object."""
+        count = 0
+        for obj in objs:
+            if obj.invalid:
+                continue
+            obj.invalid = True  # R-UPD-05: no update of it from now on
+            obj.next_update = None
+            self._relink_wait.pop(obj, None)
+            if obj.phase is Phase.OFFLOADING:
+                continue  # done by initiate_offload_complete once it is offloaded
+            if obj.phase is not Phase.OFFLOADED:
+                continue
+            t = OffloadStateType.NeighborOffloadState if obj.kind == "neighbor" else (
+                OffloadStateType.Ip6OffloadState if obj.v6 else OffloadStateType.Ip4OffloadState)
+            self._start_op("invalidate", ProtocolOffloadBlockList(t, obj.handle), [obj], None)
+            count += 1
+        return count
+
+    def invalidate_offload_complete(self, pbl: ProtocolOffloadBlockList) -> None:
+        objs, _ = self._finish_op("invalidate", pbl)
+        for obj in objs:
+            # The target asks for each affected connection (TcpIndicateRetrieve/InvalidState, R-INV-04);
+            # whatever it did not ask for is taken back by the host shortly after.
+            self.scheduler.call_later(5 * NS_PER_MS, self._invalidate_fallback, obj, label="chimney invalidate")
+        self._soon(self._gc)
+
+    def _invalidate_fallback(self, obj: OffloadedObject) -> None:
+        for cp in self._dependents(obj):
+            if cp.phase is Phase.OFFLOADED:
+                self.stats["invalidate_host_uploads"] += 1
+                self.upload(cp.tcb, reason="invalidated")
+
+    def check_neighbors(self) -> int:
+        """Invalidate offloaded neighbors the host's cache now has as FAILED (or removed)."""
+        bad = []
+        for nobj in self.neighbor_objs.values():
+            if nobj.invalid or nobj.phase not in (Phase.OFFLOADING, Phase.OFFLOADED):
+                continue
+            ifname, ip = nobj.key
+            cache = self.stack.ip.neighbors.get(ifname)
+            n = cache.get(ip) if cache is not None else None
+            if n is None or n is not nobj.host or n.state is NeighborState.FAILED:
+                bad.append(nobj)
+        return self.invalidate(bad)
+
+    def _arm_neighbor_watch(self) -> None:
+        """NeighborCache reports MAC changes but not failures: while neighbors are offloaded, look at their
+        host entries every NEIGHBOR_WATCH_NS (no timer when none is)."""
+        if self._nbr_timer is None and self.neighbor_objs:
+            self._nbr_timer = self.scheduler.call_later(NEIGHBOR_WATCH_NS, self._neighbor_watch,
+                                                        label="chimney neighbor watch")
+
+    def _neighbor_watch(self) -> None:
+        self._nbr_timer = None
+        self.check_neighbors()
+        self._arm_neighbor_watch()
+
+    def _probe_neighbor(self, nobj: OffloadedObject) -> None:
+        """NUD probe of an offloaded neighbor (RFC 4861 7.3.3) after a reachability query found it
+        unconfirmed on both sides; checked again once the probes had their time."""
+        if nobj.invalid or nobj.phase is not Phase.OFFLOADED:
+            return
+        ifname, ip = nobj.key
+        cache = self.stack.ip.neighbors[ifname]
+        n = cache.get(ip)
+        if n is not None and n.state is NeighborState.STALE:
+            cache.resolve(ip, lambda mac: None)
+        cfg = cache.config
+        wait = cfg.delay_first_probe_time + (cfg.max_unicast_solicit + 1) * cfg.retrans_timer
+        self.scheduler.call_later(wait, self.check_neighbors, label="chimney neighbor check")
+
+    # ------------------------------------------------------------------ query (R-QRY-*)
+
+    def query(self, tcb: Tcb) -> SimFuture[TcpOffloadStateDelegated | None]:
+        """NdisQueryOffloadState of an offloaded connection's live delegated state (SRtt still x8, RttVar
+        x4 as exchanged). Resolves None when the connection is not offloaded or the query failed. Several
+        queries of one connection may be outstanding (R-QRY-04)."""
+        fut: SimFuture[TcpOffloadStateDelegated | None] = SimFuture()
+        cp = self.paths.get(tcb)
+        if cp is None or cp.phase is not Phase.OFFLOADED:
+            fut.set_result(None)
+            return fut
+        node = ProtocolOffloadBlockList(OffloadStateType.TcpOffloadState, cp.handle,
+                                        [TcpOffloadStateConst(), TcpOffloadStateCached(), TcpOffloadStateDelegated()])
+        self._start_op("query", node, [cp], fut)
+        return fut
+
+    def query_offload_complete(self, pbl: ProtocolOffloadBlockList) -> None:
+        objs, fut = self._finish_op("query", pbl)
+        dlg = None
+        if pbl.status == _SUCCESS:
+            dlg = next((x for x in pbl.state if isinstance(x, TcpOffloadStateDelegated)), None)
+            dlg = copy.copy(dlg)  # the tree's state is valid only until this call returns
+        else:
+            self.stats["query_failed"] += 1
+        for obj in objs:
+            self._after_op(obj)
+        if fut is not None and not fut.done():
+            fut.set_result(dlg)
+        self._soon(self._gc)
+
+    # ------------------------------------------------------------------ status indications, power, stats
+
+    def status_indication(self, code: int) -> None:
+        """ProtocolStatusEx, after the binding recorded the state (paused / media)."""
+        if code == NdisStatus.OFFLOAD_PAUSE:
+            self.stats["status_pause"] += 1
+        elif code == NdisStatus.OFFLOAD_RESUME:
+            self.stats["status_resume"] += 1
+            self.wake()  # offload again, within the capacity just re-queried
+        elif code == NdisStatus.UPLOAD_ALL:
+            self.stats["status_upload_all"] += 1
+            self.upload_all("upload_all")
+        elif code == NdisStatus.MEDIA_DISCONNECT:
+            self.stats["media_disconnects"] += 1
+            if self.policy.upload_on_media_disconnect:
+                self.upload(list(self.paths), reason="media_disconnect")
+        elif code == NdisStatus.MEDIA_CONNECT:
+            self.wake()
+
+    def set_power(self, low: bool) -> SimFuture[int]:
+        """Low power: no new offloads, terminate every offloaded object and wait for the completions
+        (R-PM-01), then OID_PNP_SET_POWER D3 (the target may pend it, R-PM-02). Back to D0: the OID, then
+        offload again per policy. Resolves with the OID's final status."""
+        fut: SimFuture[int] = SimFuture()
+        self.stats["power_transitions"] += 1
+        if low:
+            self.power_low = True
+            self._idle_waiters.append(lambda: self._set_power_oid(NdisDevicePowerState.D3, fut))
+            self.upload_all("power")
+        else:
+            self._set_power_oid(NdisDevicePowerState.D0, fut)
+        return fut
+
+    def _set_power_oid(self, state: NdisDevicePowerState, fut: SimFuture[int]) -> None:
+        req = NdisOidRequest.set(OID_PNP_SET_POWER, state)
+        self._power_reqs[req.request_id] = fut
+        st = self.ndis.oid_request(self.binding_handle, req)
+        if st != NdisStatus.PENDING:
+            self._power_done(req, st)
+
+    def _power_done(self, req: NdisOidRequest, status: int) -> None:
+        fut = self._power_reqs.pop(req.request_id, None)
+        if req.buffer == NdisDevicePowerState.D0:
+            self.power_low = False
+            self.wake()
+        if isinstance(fut, SimFuture) and not fut.done():
+            fut.set_result(status)
+
+    def oid_request_complete(self, req: NdisOidRequest, status: int) -> None:
+        if req.oid == OID_PNP_SET_POWER:
+            self._power_done(req, status)
+
+    def offload_stats(self, version: int = 4) -> tuple[TcpOffloadStats, IpOffloadStats]:
+        """OID_TCP4/6_OFFLOAD_STATS and OID_IP4/6_OFFLOAD_STATS queries: the target's counters of offloaded
+        traffic only (R-STAT-02/03)."""
+        tcp_oid, ip_oid = _stats_oids(version)
+        out: list[Any] = []
+        for oid in (tcp_oid, ip_oid):
+            req = NdisOidRequest.query(oid)
+            st = self.ndis.oid_request(self.binding_handle, req)
+            if st != NdisStatus.SUCCESS:
+                raise OSError(f"{req!r} failed with {_status_name(st)}")
+            out.append(req.buffer)
+        tcp, ipst = out
+        if not isinstance(tcp, TcpOffloadStats) or not isinstance(ipst, IpOffloadStats):
+            raise TypeError(f"stats OIDs returned {type(tcp).__name__} / {type(ipst).__name__}")
+        return tcp, ipst
+
+    def reset_offload_stats(self, version: int = 4) -> None:
+        """A set of the stats OIDs resets them (R-STAT-04; the buffer is ignored)."""
+        for oid in _stats_oids(version):
+            st = self.ndis.oid_request(self.binding_handle, NdisOidRequest.set(oid, None))
+            if st != NdisStatus.SUCCESS:
+                raise OSError(f"reset of OID 0x{oid:08X} failed with {_status_name(st)}")
+
 
     # ------------------------------------------------------------------ I/O completions
 
@@ -1165,9 +1700,16 @@ class OffloadManager:
         obj = h.owner if h is not None else None
         if not isinstance(obj, OffloadedObject) or obj.kind != "neighbor":
             return
+        n = obj.host
         for s in pbl.state:
             if isinstance(s, NeighborOffloadStateCached):
-                s.host_reachability_delta = self._hrd(obj.host)
+                # R-NBR-06: the host's last confirmation, in TicksPerSecond units.
+                s.host_reachability_delta = self._hrd(n)
+        # Neither side confirmed the neighbor lately: the host verifies it (NUD probe) and invalidates
+        # the neighbor if the probe fails (checked once the probe had its time).
+        stale_ns = self.binding.params.nce_stale_ticks * NS_PER_S // self.tps
+        if self.scheduler.now - n.confirmed_at > stale_ns:
+            self._soon(lambda: self._probe_neighbor(obj))
 
     # ------------------------------------------------------------------ checks for tests
 
@@ -1179,6 +1721,8 @@ class OffloadManager:
                 out.append(f"{tcb!r}: {len(cp.rx_refs) + len(cp.returns)} indicated NBL(s) held")
             if cp.posts_out:
                 out.append(f"{tcb!r}: {cp.posts_out} receive post(s) not completed")
+        if self._op_recs:
+            out.append(f"{len(self._op_recs)} query/update/invalidate request(s) not completed")
         for name in ("disc_out", "fwd_out", "ops_out", "rx_held"):
             if getattr(self, name):
                 out.append(f"{name}={getattr(self, name)}")
@@ -1198,6 +1742,23 @@ def _mdl_chain(views: list[memoryview]) -> Mdl | None:
             prev.next = m
         prev = m
     return head
+
+
+def _cached_type(obj: Any) -> OffloadStateType:
+    """Header.Type of an update node carrying the object's CACHED struct."""
+    if isinstance(obj, ChimneyPath):
+        return OffloadStateType.TcpOffloadCachedState
+    if obj.kind == "neighbor":
+        return OffloadStateType.NeighborOffloadCachedState
+    return OffloadStateType.Ip6OffloadCachedState if obj.v6 else OffloadStateType.Ip4OffloadCachedState
+
+
+def _stats_oids(version: int) -> tuple[int, int]:
+    if version == 4:
+        return OID_TCP4_OFFLOAD_STATS, OID_IP4_OFFLOAD_STATS
+    if version == 6:
+        return OID_TCP6_OFFLOAD_STATS, OID_IP6_OFFLOAD_STATS
+    raise ValueError(f"IP version {version!r}: 4 or 6")
 
 
 def _status_name(st: int) -> str:

@@ -7,7 +7,8 @@ NDIS name -> Python name (methods of `NdisHostBinding`):
   NdisSendNetBufferLists (interface transmit)                 -> _transmit
   ProtocolSendNetBufferListsComplete                          -> send_net_buffer_lists_complete
   ProtocolReceiveNetBufferLists (+ NdisReturnNetBufferLists)  -> receive_net_buffer_lists
-  ProtocolStatusEx (OFFLOAD_PAUSE/RESUME, UPLOAD_ALL, media)  -> status_ex
+  ProtocolStatusEx (OFFLOAD_PAUSE/RESUME, UPLOAD_ALL, media)  -> status_ex (-> OffloadManager.status_indication)
+  ProtocolOidRequestComplete (pended OID_PNP_SET_POWER)       -> oid_request_complete
   OID query NDIS_TCP_CONNECTION_OFFLOAD / set OID_TCP_CONNECTION_OFFLOAD_PARAMETERS -> negotiate
   ProtocolXxxOffloadComplete, ProtocolIndicateOffloadEvent, ProtocolTcpOffloadXxxComplete,
   ProtocolTcpOffloadEvent, ProtocolTcpOffloadReceiveIndicate  -> same snake_case names, forwarded to the
@@ -126,6 +127,8 @@ class NdisHostBinding(ProtocolDriver):
     def oid_request_complete(self, binding_context: Any, request: NdisOidRequest, status: int) -> None:
         if request.oid == OID_TCP_CONNECTION_OFFLOAD_PARAMETERS:
             self.params_accepted = status == _SUCCESS
+        elif self.manager is not None:
+            self.manager.oid_request_complete(request, status)  # OID_PNP_SET_POWER pended by the target
 
     @property
     def tx_outstanding(self) -> int:
@@ -196,18 +199,18 @@ class NdisHostBinding(ProtocolDriver):
         if code == NdisStatus.OFFLOAD_PAUSE:
             self.offload_paused = True  # stop new offloads; I/O on offloaded connections continues
         elif code == NdisStatus.OFFLOAD_RESUME:
-            # Capabilities may have changed: re-query and re-set (§3.1).
+            # Capabilities may have changed (the indication carries them, NDIS recorded them): re-query
+            # and re-set (§3.1); the manager honours the new capacity from `caps`.
             self.offload_paused = False
             self.negotiate()
-        elif code == NdisStatus.UPLOAD_ALL:
-            if m is not None:
-                m.upload_all("upload_all")
         elif code == NdisStatus.MEDIA_DISCONNECT:
-            # R-EVT-12: the host decides; we keep connections offloaded (TCP rides out short outages)
-            # but start no new offloads until the link is back.
+            # R-EVT-12: the host decides (OffloadPolicy.upload_on_media_disconnect); no new offloads
+            # until the link is back.
             self.media_up = False
         elif code == NdisStatus.MEDIA_CONNECT:
             self.media_up = True
+        if m is not None:
+            m.status_indication(code)  # UPLOAD_ALL, resume, media policy
 
     # ------------------------------------------------------------------ chimney client handlers
 
@@ -224,13 +227,13 @@ class NdisHostBinding(ProtocolDriver):
         self._mgr().terminate_offload_complete(pbl)
 
     def update_offload_complete(self, binding_context: Any, pbl: ProtocolOffloadBlockList) -> None:
-        self._mgr().state_op_complete("update", pbl)
+        self._mgr().update_offload_complete(pbl)
 
     def invalidate_offload_complete(self, binding_context: Any, pbl: ProtocolOffloadBlockList) -> None:
-        self._mgr().state_op_complete("invalidate", pbl)
+        self._mgr().invalidate_offload_complete(pbl)
 
     def query_offload_complete(self, binding_context: Any, pbl: ProtocolOffloadBlockList) -> None:
-        self._mgr().state_op_complete("query", pbl)
+        self._mgr().query_offload_complete(pbl)
 
     def indicate_offload_event(
         self, binding_context: Any, pbl: ProtocolOffloadBlockList | None, indication_code: int

@@ -43,6 +43,9 @@ class OffloadPolicy:
     honour_optional_uploads: bool = False
     scan_interval_ns: int = NS_PER_MS
     max_offloaded: int | None = None  # below the target's capacity if set
+    # R-EVT-12: on NDIS_STATUS_MEDIA_DISCONNECT the host decides; default keeps connections offloaded
+    # (TCP rides out short outages), True uploads every connection.
+    upload_on_media_disconnect: bool = False
     pinned: set[Tcb] = field(default_factory=set)
 
     @classmethod
