@@ -225,17 +225,17 @@ add(ZW, "persist_probe_rfc_octet", "A zero window from the peer: when the persis
     NO_OPTS + ZW_P + "+0  write(4, ..., 1000) = 1000\n+.3 > . 1:2(1) ack 1 win 65535\n"
     "+0  < . 1:1(0) ack 1 win 0\n+.6 > . 1:2(1) ack 1 win 65535\n")
 add(ZW, "persist_probe_backoff", "Zero-window probes (Linux style: SEG.SEQ = SND.UNA - 1, no data) back off "
-    "exponentially from the RTO (RFC 1122 4.2.2.17)", NO_OPTS + ZW_P
+    "exponentially from the RTO (RFC 1122 4.2.2.17)", "--profile=linux\n" + NO_OPTS + ZW_P
     + "+0  write(4, ..., 1000) = 1000\n+.3 > . 0:0(0) ack 1 win 65535\n"
     "+0  < . 1:1(0) ack 1 win 0\n+.6 > . 0:0(0) ack 1 win 65535\n+0  < . 1:1(0) ack 1 win 0\n"
     "+1.2 > . 0:0(0) ack 1 win 65535\n")
 add(ZW, "window_opens", "A window update opens the window: the data is sent at once", NO_OPTS + ZW_P
     + "+0  write(4, ..., 1000) = 1000\n+.1 < . 1:1(0) ack 1 win 2000\n+0  > P. 1:1001(1000) ack 1 win 65535\n")
 add(ZW, "probe_acked_window_opens", "The probe's ACK opens the window: the rest follows (RFC 9293 3.8.6.1)",
-    NO_OPTS + ZW_P + "+0  write(4, ..., 1000) = 1000\n+.3 > . 0:0(0) ack 1 win 65535\n"
+    "--profile=linux\n" + NO_OPTS + ZW_P + "+0  write(4, ..., 1000) = 1000\n+.3 > . 0:0(0) ack 1 win 65535\n"
     "+0  < . 1:1(0) ack 1 win 5000\n+0  > P. 1:1001(1000) ack 1 win 65535\n")
 add(ZW, "probes_never_time_out", "A peer that keeps answering probes with a zero window keeps the "
-    "connection open indefinitely (RFC 9293 3.8.6.1 MUST NOT close)", NO_OPTS + ZW_P
+    "connection open indefinitely (RFC 9293 3.8.6.1 MUST NOT close)", "--profile=linux\n" + NO_OPTS + ZW_P
     + "+0  write(4, ..., 1000) = 1000\n"
     + "".join(f"+{d} > . 0:0(0) ack 1 win 65535\n+0  < . 1:1(0) ack 1 win 0\n"
               for d in (".3", ".6", "1.2", "2.4", "4.8", "9.6", "19.2", "38.4", "60", "60"))

@@ -216,6 +216,8 @@ class HostDouble(ProtocolDriver):
         self.on_event: Callable[[int, int], None] | None = None
         self.indication_sizes: list[int] = []
         self.app_reads = True  # False: received data stays unread in the host connection
+        self.nbr_queries: list[tuple[int, int, int]] = []  # (time, HRD, NRD) of NeighborReachabilityQuery
+        self.hrd_answer: int | None = None  # HRD the host writes back (None: leave the target's value)
 
     # -- registration / binding
     def set_options(self, driver_handle: Any) -> NdisStatus:
@@ -285,12 +287,19 @@ class HostDouble(ProtocolDriver):
 
     def invalidate_offload_complete(self, binding_context: Any, pbl: ProtocolOffloadBlockList) -> None:
         self.completions["invalidate"].append(pbl)
+        self.log.append("invalidate_complete")
 
     def query_offload_complete(self, binding_context: Any, pbl: ProtocolOffloadBlockList) -> None:
         self.completions["query"].append(pbl)
+        self.log.append("query_complete")
 
     def indicate_offload_event(self, binding_context: Any, pbl: Any, indication_code: int) -> None:
         self.log.append(f"offload_event {indication_code}")
+        if pbl is not None:
+            _const, cached, dlg = pbl.state
+            self.nbr_queries.append((self.sched.now, cached.host_reachability_delta, dlg.nic_reachability_delta))
+            if self.hrd_answer is not None:
+                cached.host_reachability_delta = self.hrd_answer  # written back before returning (R-NBR-06)
 
     # -- TCP chimney client
     def tcp_offload_send_complete(self, binding_context: Any, nbl: NetBufferList) -> None:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from target_harness import Rig, nbls_of, pattern, sha
 
-from chimney.ndis.buffers import nbl_from_bytes
+from chimney.ndis.blocklist import ProtocolOffloadBlockList
+from chimney.ndis.buffers import NetBufferList, nbl_from_bytes
 from chimney.ndis.offload_state import (
     TCP_DISCONNECT_ABORTIVE_CLOSE,
     TCP_DISCONNECT_GRACEFUL_CLOSE,
+    OffloadStateType,
     TcpConnectionState,
     TcpOffloadEventType,
+    TcpOffloadStateDelegated,
     TcpUploadReason,
 )
 from chimney.ndis.status import NdisStatus
@@ -210,3 +213,90 @@ def test_sends_after_graceful_disconnect_fail_whole_chain() -> None:
     rig.run(1)
     done = [(n, st) for n, st, _ in rig.host.send_done]
     assert done == [(n, NdisStatus.INVALID_STATE) for n in late]  # never sent, none lost (R-SEND-06)
+
+
+def test_fin_wait_2_timer_started_by_target_requests_upload_r_tmr_05_06_24() -> None:
+    """After a graceful disconnect the target starts the FIN_WAIT_2 timer itself at 120 s (R-TMR-05);
+    a segment from the peer restarts it (R-TMR-23); expiry closes the TCB (R-TMR-24) and asks for the
+    upload with TimeoutExpiration (R-TMR-06)."""
+    rig = Rig()
+    rig.connect()
+    rig.offload()
+    disc = nbl_from_bytes(b"bye", rig.host.name)
+    assert rig.ndis.offload_tcp_disconnect(rig.tcp_handle, disc, TCP_DISCONNECT_GRACEFUL_CLOSE) == NdisStatus.PENDING
+    rig.run(until=lambda: bool(rig.host.disc_done))
+    rig.run(1)
+    ctx = next(iter(rig.target.tcps.values()))
+    assert ctx.conn.state == TcpConnectionState.FinWait2
+    started = rig.sched.now
+    assert ctx.conn.next_deadline() is not None
+    rig.run(60_000)
+    rig.peer.send_stream(b"still talking")  # the peer half is open: data restarts the timer
+    rig.run(70_000)
+    assert RETRIEVE not in [e for e, _ in rig.host.events]  # 130 s after the start, but 70 s after the data
+    assert ctx.conn.state == TcpConnectionState.FinWait2
+    rig.run(started / 1e6 + 180_001 - rig.sched.now / 1e6)  # 120 s after the peer's data
+    assert rig.host.events[-1] == (RETRIEVE, TcpUploadReason.TimeoutExpiration)
+    assert ctx.conn.state == TcpConnectionState.Closed
+
+
+def _stalled_sends(rig: Rig) -> list[NetBufferList]:
+    """Offloaded connection with a send the peer never acknowledges (still outstanding)."""
+    rig.connect()
+    rig.offload()
+    rig.link.b.set_receiver(lambda frame: None)
+    nbls = rig.send(pattern(4000, 6), pieces=2)
+    rig.run(5)
+    assert rig.host.send_done == []
+    return nbls
+
+
+def test_hardware_failure_on_query_r_qry_09() -> None:
+    """Query FAILURE, then Retrieve/HardwareFailure, then Abort; the outstanding sends are aborted only when
+    the terminate arrives, before its completion."""
+    rig = Rig()
+    nbls = _stalled_sends(rig)
+    rig.target.hardware_failure()
+    assert rig.handles is not None
+    q = ProtocolOffloadBlockList(OffloadStateType.TcpOffloadDelegatedState, rig.handles[2], [TcpOffloadStateDelegated()])
+    rig.ndis.query_offload_state(rig.binding, q)
+    rig.run(until=lambda: bool(rig.host.completions["query"]))
+    assert q.status == NdisStatus.FAILURE
+    log = rig.host.log
+    i_q = log.index("query_complete")
+    assert log[i_q + 1 : i_q + 3] == [f"event {int(RETRIEVE)} {int(TcpUploadReason.HardwareFailure)}", f"event {int(ABORT)} 0"]
+    rig.run(100)
+    assert rig.host.send_done == []  # step 4 waits for the terminate
+    tree = rig.terminate()
+    assert [(n, st) for n, st, _ in rig.host.send_done] == [(n, NdisStatus.REQUEST_ABORTED) for n in nbls]
+    assert log.index(f"send_complete {NdisStatus.REQUEST_ABORTED:#x}") < log.index("terminate_complete")
+    assert tree.dependent_block_list.dependent_block_list.status == NdisStatus.FAILURE  # type: ignore[union-attr]
+    assert rig.target.tcps == {}
+
+
+def test_hardware_failure_during_terminate_r_trm_27_section_6_32() -> None:
+    rig = Rig()
+    nbls = _stalled_sends(rig)
+    rig.target.hardware_failure()
+    tree = rig.terminate()
+    log = rig.host.log
+    assert [(n, st) for n, st, _ in rig.host.send_done] == [(n, NdisStatus.REQUEST_ABORTED) for n in nbls]
+    assert log.index(f"send_complete {NdisStatus.REQUEST_ABORTED:#x}") < log.index("terminate_complete")
+    t = tree.dependent_block_list.dependent_block_list  # type: ignore[union-attr]
+    assert t.status == NdisStatus.FAILURE and t.net_buffer_list_chain is None
+    assert rig.target.tcps == {} and not rig.target.neighbors and not rig.target.paths
+
+
+def test_hardware_failure_on_invalidate_r_inv_06() -> None:
+    rig = Rig()
+    _stalled_sends(rig)
+    rig.target.hardware_failure()
+    assert rig.handles is not None
+    inv = ProtocolOffloadBlockList(OffloadStateType.NeighborOffloadState, rig.handles[0])
+    rig.ndis.invalidate_offload(rig.binding, inv)
+    rig.run(until=lambda: bool(rig.host.completions["invalidate"]))
+    assert inv.status == NdisStatus.FAILURE
+    assert rig.host.events == [(RETRIEVE, TcpUploadReason.HardwareFailure), (ABORT, 0)]
+    late = rig.send(b"after the failure")
+    rig.run(1)
+    assert rig.host.send_done[-1][:2] == (late[0], NdisStatus.REQUEST_ABORTED)

@@ -9,16 +9,24 @@ import struct
 import pytest
 from target_harness import HOST_PORT, IP_HOST, IP_PEER, MAC_NIC, MAC_PEER, PEER_PORT, Rig, pattern
 
-from chimney.ndis.offload_state import NDIS_TCP_CHIMNEY_OFFLOAD, TcpOffloadEventType, TcpUploadReason
+from chimney.ndis.buffers import nbl_from_bytes
+from chimney.ndis.offload_state import (
+    NDIS_TCP_CHIMNEY_OFFLOAD,
+    TCP_DISCONNECT_GRACEFUL_CLOSE,
+    TcpOffloadEventType,
+    TcpUploadReason,
+)
 from chimney.ndis.oid import (
     OID_TCP_CONNECTION_OFFLOAD_PARAMETERS,
     NdisOidRequest,
+    NdisTcpConnectionOffloadParameters,
 )
 from chimney.ndis.status import NdisStatus
 from chimney.net.checksum import fold, raw_sum
 from chimney.net.frame import TcpFrameBuilder, encode_arp_frame
-from chimney.net.tcp import ACK, PSH, SYN, URG, TcpSegment
+from chimney.net.tcp import ACK, PSH, RST, SYN, URG, TcpSegment
 from chimney.target import TargetLimits
+from chimney.tcp import TcpConfig
 
 M = 0xFFFFFFFF
 RETRIEVE = TcpOffloadEventType.TcpIndicateRetrieve
@@ -228,3 +236,58 @@ def test_retransmit_timer_resumes_from_delegated_delta_r_tmr_19() -> None:
     rig.run(until=lambda: len(wire) > sent_before)
     first_rtx = wire[sent_before]
     assert deadline <= first_rtx <= deadline + 1_000_000  # within one 1 ms tick of the host's deadline
+
+
+def test_syn_rst_at_rcv_nxt_is_an_acceptable_rst_not_an_in_order_syn_r_evt_02() -> None:
+    """RFC 9293 3.10.7.4 checks RST before SYN: SYN|RST at RCV.NXT aborts (TcpIndicateAbort, R-EVT-02)
+    instead of uploading the connection in CLOSED state as an in-order SYN would (R-RX-02)."""
+    rig = Rig()
+    rig.connect()
+    rig.offload()
+    rig.link.b.send(peer_frame(rig, flags=SYN | RST))
+    rig.run(1)
+    assert rig.host.events == [(TcpOffloadEventType.TcpIndicateAbort, 0)]
+    ctx = next(iter(rig.target.tcps.values()))
+    assert ctx.conn.state.name == "Closed" and ctx.aborted and not ctx.closed_by_syn
+
+
+def test_exact_rst_in_last_ack_indicates_abort_r_evt_02() -> None:
+    """RST at RCV.NXT in LAST-ACK closes the engine's TCB without a user signal (RFC 9293 3.10.7.4); the
+    offloaded connection must still be reported so the host terminates it (R-EVT-02/04)."""
+    rig = Rig()
+    rig.connect()
+    rig.offload()
+    rig.peer_conn.shutdown(rig.sched.now)  # peer FIN: CLOSE-WAIT
+    rig.peer.pump()
+    rig.run(until=lambda: (TcpOffloadEventType.TcpIndicateDisconnect, 0) in rig.host.events)
+    held: list[bytes] = []
+    rig.link.b.set_receiver(held.append)  # our FIN is never acknowledged
+    disc = nbl_from_bytes(b"", rig.host.name)
+    assert rig.ndis.offload_tcp_disconnect(rig.tcp_handle, disc, TCP_DISCONNECT_GRACEFUL_CLOSE) == NdisStatus.PENDING
+    rig.run(5)
+    ctx = next(iter(rig.target.tcps.values()))
+    assert ctx.conn.state.name == "LastAck"
+    rig.link.b.send(peer_frame(rig, flags=RST))  # SEG.SEQ = RCV.NXT (the peer's FIN is counted)
+    rig.run(1)
+    assert ctx.conn.state.name == "Closed"
+    assert rig.host.events[-1] == (TcpOffloadEventType.TcpIndicateAbort, 0)
+    assert rig.host.disc_done[0][:2] == (disc, NdisStatus.REQUEST_ABORTED)  # R-EVT-03
+
+
+@pytest.mark.parametrize(("ticks", "freq", "ack_after_ms"), [(40, 2, 40), (200, 2, 200), (0, 2, 0), (40, 1, 0)])
+def test_delayed_ack_follows_offload_parameters_r_init_12(ticks: int, freq: int, ack_after_ms: int) -> None:
+    """TcpDelayedAckTicks / TcpAckFrequency from OID_TCP_CONNECTION_OFFLOAD_PARAMETERS set the offloaded
+    connection's delayed ACK: 0 ticks or a frequency of 1 acknowledge at once (R-INIT-12)."""
+    rig = Rig(host_cfg=TcpConfig(timestamps=False))  # the hand-made segment below carries no TSopt
+    params = NdisTcpConnectionOffloadParameters(ticks_per_second=rig.tps, tcp_delayed_ack_ticks=ticks,
+                                                tcp_ack_frequency=freq)
+    req = NdisOidRequest.set(OID_TCP_CONNECTION_OFFLOAD_PARAMETERS, params)
+    assert rig.ndis.oid_request(rig.binding, req) == NdisStatus.SUCCESS
+    rig.connect()
+    rig.offload()
+    seen = len(rig.peer.frames_in)
+    start = rig.sched.now
+    rig.link.b.send(peer_frame(rig, payload=b"one small segment"))
+    rig.run(until=lambda: any(f.tcp is not None for f in rig.peer.frames_in[seen:]))
+    waited_ms = (rig.sched.now - start) // 1_000_000
+    assert ack_after_ms <= waited_ms <= ack_after_ms + 1  # tick rounding

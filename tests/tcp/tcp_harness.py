@@ -334,7 +334,10 @@ def established_server(
     p = Peer(c, now)
     p.peer_sends(f"S {CLIENT_ISS}:{CLIENT_ISS}(0) win {win} <{opts}>")
     p.out()
-    p.peer_sends(f". {w(CLIENT_ISS + 1)}:{w(CLIENT_ISS + 1)}(0) ack {w(SERVER_ISS + 1)} win {win}")
+    # With timestamps negotiated the handshake ACK carries TSopt too (RFC 7323 3.2: else it is dropped).
+    ts = re.search(r"TS val (\d+)", opts)
+    ack_opts = f" <TS val {ts.group(1)} ecr 0>" if ts else ""
+    p.peer_sends(f". {w(CLIENT_ISS + 1)}:{w(CLIENT_ISS + 1)}(0) ack {w(SERVER_ISS + 1)} win {win}{ack_opts}")
     assert c.state.name == "Established"
     c.pop_events()
     return p

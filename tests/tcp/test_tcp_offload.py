@@ -90,7 +90,7 @@ def move(p: Peer, now: int, tps: int = TPS, cfg: TcpConfig | None = None) -> Pee
 
 
 def test_persist_state_resumes_r_tmr_15() -> None:
-    p = established_server()
+    p = established_server(TcpConfig(zero_window_probe_octet=False))
     p.peer_sends(f". {C1}:{C1}(0) ack {S1} win 0")
     p.conn.send(b"z" * 50, 0)
     p.run_timers_until(200 * MS)
@@ -278,3 +278,73 @@ def test_detached_connection_stays_silent() -> None:
     p.peer_sends(f". {C1}:{w(C1 + 10)}(10) ack {S1} win 65535")
     p.expect_nothing()
     assert p.conn.stats.drops["detached"] == 1 and p.conn.next_deadline() is None
+
+
+def test_fast_retransmit_after_move_with_data_in_flight() -> None:
+    """No `recover` crosses the chimney: a connection moved with data in flight and no loss behind it
+    still fast-retransmits on the third duplicate ACK after limited transmit (RFC 5681 3.2, RFC 3042)."""
+    p = established_server(TcpConfig(nagle=False, initial_window=3), opts="mss 1000")
+    p.conn.send(b"x" * 6000, 0)
+    assert len(p.out()) == 3
+    q = move(p, 10 * MS)
+    dup = f". {C1}:{C1}(0) ack {S1} win 65535"
+    q.peer_sends(dup)
+    q.expect_sent(f". {w(S1 + 3000)}:{w(S1 + 4000)}(1000) ack {C1}")  # limited transmit
+    q.peer_sends(dup)
+    q.expect_sent(f". {w(S1 + 4000)}:{w(S1 + 5000)}(1000) ack {C1}")
+    q.peer_sends(dup)
+    q.expect_sent(f". {S1}:{w(S1 + 1000)}(1000) ack {C1}")  # fast retransmit
+    assert q.conn.in_recovery
+
+
+def test_move_after_timeout_keeps_recover_guard() -> None:
+    """After an RTO the window sent before it must not trigger a second loss response (RFC 6582 `recover`),
+    also after a move: the imported connection guards up to SND.MAX."""
+    p = established_server(TcpConfig(nagle=False, initial_window=3), opts="mss 1000")
+    p.conn.send(b"x" * 3000, 0)
+    p.out()
+    p.run_timers_until(p.conn.next_deadline() or 0)
+    p.out()
+    q = move(p, p.now)
+    for _ in range(3):
+        q.peer_sends(f". {C1}:{C1}(0) ack {S1} win 65535")
+    assert not q.conn.in_recovery
+
+
+def test_keepalive_exhaustion_is_handed_back_not_reset_r_disc_03_r_trm_25() -> None:
+    """With hand_back_on_give_up (the offload target) the last unanswered keepalive ends in TimedOut with the
+    TCB kept and no RST of ours (R-DISC-03); the export says "expire immediately" (TimeoutDelta 0, R-TRM-25)
+    and the host engine that imports it resets the connection at once."""
+    cfg = TcpConfig(keepalive=True, keepalive_idle_ns=10 * S, keepalive_interval_ns=1 * S, keepalive_count=2,
+                    hand_back_on_give_up=True)
+    p = established_server(cfg)
+    while not p.conn.gave_up:
+        d = p.conn.next_deadline()
+        assert d is not None
+        p.run_timers_until(d)
+    sent = p.out()
+    assert len(sent) == 2 and not any(s.flags & 0x04 for s in sent)  # two probes, no RST
+    assert TimedOut("keepalive") in p.conn.pop_events()
+    assert p.conn.state.name == "Established" and p.conn.next_deadline() is None
+    dlg = p.conn.export_state(p.now, TPS)[2]
+    assert dlg.keep_alive.probe_count == 2 and dlg.keep_alive.timeout_delta == 0
+    q = move(p, p.now, cfg=TcpConfig(keepalive=True, keepalive_count=2))
+    assert q.conn.next_deadline() == p.now
+    q.run_timers_until(p.now)
+    (rst,) = q.out()
+    assert rst.flags & 0x04 and q.conn.state.name == "Closed"
+
+
+def test_retransmission_limit_handed_back_with_expired_timer() -> None:
+    cfg = TcpConfig(max_retransmissions=2, hand_back_on_give_up=True)
+    p = established_server(cfg)
+    p.conn.send(b"a" * 100, 0)
+    p.out()
+    while not p.conn.gave_up:
+        p.run_timers_until(p.conn.next_deadline() or 0)
+    assert TimedOut("retransmit") in p.conn.pop_events() and p.conn.state.name == "Established"
+    dlg = p.conn.export_state(p.now, TPS)[2]
+    assert dlg.retransmit.count == 2 and dlg.retransmit.timeout_delta == 0
+    q = move(p, p.now, cfg=TcpConfig(max_retransmissions=2))
+    q.run_timers_until(p.now)
+    assert TimedOut("retransmit") in q.conn.pop_events() and q.conn.state.name == "Closed"

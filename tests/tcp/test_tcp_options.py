@@ -109,3 +109,20 @@ def test_rttm_uses_timestamp_echo_when_no_segment_is_timed() -> None:
     p.now = 90 * MS
     p.peer_sends(f". {C1}:{C1}(0) ack {w(S1 + 2000)} win 65535 <TS val 3 ecr 10>")
     assert p.conn.srtt == (7 * srtt1 + 80 * MS) // 8  # RFC 7323 RTTM: now - TSecr = 80 ms
+
+
+def test_sack_blocks_on_full_sized_data_segment_fit_the_mtu_rfc9293_3_7_1() -> None:
+    """A full-sized data segment sent while we hold out-of-order data carries only the SACK blocks that fit
+    next to its payload and the timestamps: the IP packet never exceeds the path MTU (1500)."""
+    p = established_server(TcpConfig(nagle=False), opts="mss 1460,sackOK,TS val 1 ecr 0")
+    p.peer_sends(f". {w(C1 + 100)}:{w(C1 + 200)}(100) ack {S1} win 65535 <TS val 2 ecr 0>")
+    p.out()  # the duplicate ACK carries the block
+    p.conn.send(b"d" * 3000, 0)
+    segs = p.out()
+    assert segs and all(len(s.payload) for s in segs)
+    for s in segs:
+        assert s.options is not None
+        opt_len = 12 + (4 + 8 * len(s.options.sack_blocks) if s.options.sack_blocks else 0)
+        assert 20 + 20 + opt_len + len(s.payload) <= 1500
+    small = [s for s in segs if len(s.payload) <= 1448 - 12]
+    assert all(s.options.sack_blocks for s in small if s.options is not None)  # room left: blocks kept

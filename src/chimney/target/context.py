@@ -39,7 +39,7 @@ class Phase(Enum):
 class NeighborCtx:
     """A neighbor (framing-layer) object: next hop MAC, source MAC, VLAN."""
 
-    __slots__ = ("cached", "children", "const", "handle", "nrt", "phase", "src_mac", "valid")
+    __slots__ = ("cached", "children", "const", "handle", "hrt", "nrt", "phase", "queries", "src_mac", "valid")
     kind = "neighbor"
 
     def __init__(
@@ -49,7 +49,9 @@ class NeighborCtx:
         self.const = const
         self.cached = cached
         self.src_mac = src_mac  # DlSourceAddress or the interface MAC (R-OFF-08)
-        self.nrt = 0  # ns of last confirmed forward reachability (R-NBR-01)
+        self.nrt = 0  # NRT: ns of the last forward progress the target saw (R-NBR-01/03)
+        self.hrt = 0  # HRT: ns of the last reachability confirmation the host reported (R-NBR-01/06)
+        self.queries = 0  # NeighborReachabilityQuery indications made (R-NBR-04)
         self.children: set[PathCtx] = set()
         self.valid = True
         self.phase = Phase.OFFLOADED

@@ -11,7 +11,8 @@ NDIS name -> Python name (methods of OffloadTarget unless noted):
     tcp_offload_receive / tcp_offload_disconnect / tcp_offload_forward / tcp_offload_receive_return
   NdisTcpOffloadEventHandler & co. (from NdisMGetOffloadHandlers) -> self.h_event, h_receive, h_send_complete,
     h_receive_complete, h_disconnect_complete, h_forward_complete
-  NIC hardware reset -> hardware_reset();  target-requested upload (TcpIndicateRetrieve) -> request_upload()
+  NIC hardware reset -> hardware_reset();  corrupt hardware -> hardware_failure();
+  capability change: NDIS_STATUS_OFFLOAD_PAUSE / _RESUME -> pause_offload() / resume_offload();  target-requested upload (TcpIndicateRetrieve) -> request_upload()
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from chimney.ndis.offload_state import (
     NDIS_TCP_CHIMNEY_OFFLOAD,
     OFFLOADABLE_STATES,
     TCP_DISCONNECT_ABORTIVE_CLOSE,
+    IndicateOffloadEvent,
     NeighborOffloadStateCached,
     NeighborOffloadStateConst,
     NeighborOffloadStateDelegated,
@@ -89,10 +91,16 @@ _NO_PUSH = NblInfo.TcpReceiveNoPush
 _PREFILLED = NblInfo.TcpReceiveBytesTransferred
 _CLOSED = TcpConnectionState.Closed
 _TIME_WAIT = TcpConnectionState.TimeWait
+_FIN_WAIT_1 = TcpConnectionState.FinWait1
+_FIN_WAIT_2 = TcpConnectionState.FinWait2
 _UNION_FIELDS = frozenset(
     {"header", "send_data_head", "send_data_tail", "buffered_data", "send_backlog_size", "receive_backlog_size"}
 )
 _DELEGATED_FIELDS = tuple(f.name for f in fields(TcpOffloadStateDelegated) if f.name not in _UNION_FIELDS)
+
+
+# States in which our FIN may already occupy a sequence number below SndMax.
+_FIN_SENT_STATES = frozenset({TcpConnectionState.FinWait1, TcpConnectionState.Closing, TcpConnectionState.LastAck})
 
 
 @dataclass(slots=True)
@@ -233,6 +241,10 @@ class OffloadTarget(MiniportDriver):
         self._src_macs: dict[bytes, int] = {}
         self._rcv_budget = 0
         self.upload_all_pending = False
+        self.offload_paused = False  # between NDIS_STATUS_OFFLOAD_PAUSE and _RESUME (R-INIT-10)
+        self.hw_failed = False  # corrupt/hung hardware: R-QRY-09 / R-INV-06 / R-TRM-27 sequences
+        self._hw_notified: set[TcpCtx] = set()
+        self._paused_initiates: list[MiniportOffloadBlockList] = []  # R-OFF-29
         self._initiating = 0  # initiate trees recorded and not yet completed (R-OFF-12)
         self._deferred: set[TcpCtx] = set()
         self._power_request: NdisOidRequest | None = None
@@ -415,6 +427,9 @@ class OffloadTarget(MiniportDriver):
 
     def _on_frame(self, frame: bytes) -> None:
         self.counters["rx_frames"] += 1
+        if self.hw_failed:
+            self._indicate_normal(frame)  # the offload engine is gone: everything takes the host path
+            return
         f = parse_frame(frame)
         if type(f) is Drop:
             self._indicate_normal(frame)  # R-RX-10/11: indicate, do not count
@@ -432,15 +447,17 @@ class OffloadTarget(MiniportDriver):
             self.counters["rx_vlan_drop"] += 1
             return
         conn = ctx.conn
-        if ctx.phase is not Phase.OFFLOADED or conn.state is _CLOSED or ctx.closed_by_syn:
-            self._indicate_normal(frame)  # R-TRM-19, R-EVT-05
+        if ctx.phase is not Phase.OFFLOADED or conn.state is _CLOSED or ctx.closed_by_syn or conn.gave_up:
+            self._indicate_normal(frame)  # R-TRM-19, R-EVT-05; R-EVT-07 after a timeout retrieve
             return
         flags = seg.flags
         if ctx.urgent_frames:
             ctx.urgent_frames.append(frame)  # R-RX-07: everything after the urgent segment waits too
             self.counters["rx_urgent_held"] += 1
             return
-        if flags & (SYN | URG) and self._special_segment(ctx, seg, frame):
+        # RFC 9293 3.10.7.4 checks RST (second) before SYN (fourth) and URG (sixth): a SYN|RST or an
+        # all-flags segment at RCV.NXT is an acceptable RST (R-EVT-02), not an in-order SYN (R-RX-02).
+        if flags & (SYN | URG) and not flags & RST and self._special_segment(ctx, seg, frame):
             return
         self.counters["rx_steered"] += 1
         v6 = ctx.path.v6
@@ -449,7 +466,14 @@ class OffloadTarget(MiniportDriver):
         ip.add("in_octets", f.ip_total_len or 0)  # R-STAT-06
         ip.add("in_delivers")
         self.tcp_stats[v6].add("in_segments")
-        conn.receive(seg, self.scheduler.now)
+        before = conn.state
+        una, rcv_nxt = conn.snd_una, conn.rcv_nxt
+        now = self.scheduler.now
+        conn.receive(seg, now)
+        if conn.snd_una != una or conn.rcv_nxt != rcv_nxt:
+            ctx.path.neighbor.nrt = now  # R-NBR-03: forward progress confirmed (NRD becomes 0)
+        if before is _FIN_WAIT_1 and conn.state is _FIN_WAIT_2:
+            conn.start_fin_wait2_timer(now)  # R-TMR-05: the target starts it (120 s default, §4 R-TMR-05)
         self._pump(ctx)
 
     def _special_segment(self, ctx: TcpCtx, seg: Any, frame: bytes) -> bool:
@@ -524,6 +548,9 @@ class OffloadTarget(MiniportDriver):
             self._arm_timer(ctx)
 
     def _transmit(self, ctx: TcpCtx, segs: list[Any]) -> None:
+        nb = ctx.path.neighbor
+        if not self._initiating:  # R-OFF-12: no indications while an initiate is in progress
+            self._reachability_check(nb)
         nic = self.nic
         builder = ctx.builder
         v6 = ctx.path.v6
@@ -553,6 +580,31 @@ class OffloadTarget(MiniportDriver):
             if high is None or 0 < ((end - high) & MASK) < 0x80000000:
                 ctx.tx_high = end
 
+    def _reachability_check(self, nb: NeighborCtx) -> None:
+        """R-NBR-04: before sending on a neighbor, if neither the target (NRT) nor the host (HRT) saw it
+        reachable within NceStaleTicks, ask the host with NdisMOffloadEventIndicate(NeighborReachabilityQuery);
+        the host writes its HRD back into the CACHED struct before returning (R-NBR-06). Runs whether or not
+        the connection makes progress (R-NBR-09)."""
+        now = self.scheduler.now
+        tick = self.tick_ns
+        stale = self.params.nce_stale_ticks * tick
+        if now - nb.nrt <= stale or now - nb.hrt <= stale or nb.phase is not Phase.OFFLOADED:
+            return
+        assert self.ndis is not None
+        cached = NeighborOffloadStateCached(
+            dl_destination_address=nb.cached.dl_destination_address,
+            host_reachability_delta=((now - nb.hrt) // tick) & MASK,
+        )
+        dlg = NeighborOffloadStateDelegated(nic_reachability_delta=((now - nb.nrt) // tick) & MASK)
+        # R-NBR-05: one fully initialised block, no siblings or dependents, CONST + CACHED + DELEGATED.
+        mbl = MiniportOffloadBlockList(OffloadStateType.NeighborOffloadState, None, nb.handle,
+                                       [_clone(nb.const), cached, dlg])
+        mbl.status = SUCCESS
+        nb.queries += 1
+        self.counters["nbr_queries"] = self.counters.get("nbr_queries", 0) + 1
+        self.ndis.m_offload_event_indicate(self.adapter, mbl, IndicateOffloadEvent.NeighborReachabilityQuery)
+        nb.hrt = now - cached.host_reachability_delta * tick  # R-NBR-06: the host's answer, at once
+
     def _on_events(self, ctx: TcpCtx, evs: list[Any]) -> None:
         for ev in evs:
             t = type(ev)
@@ -564,8 +616,12 @@ class OffloadTarget(MiniportDriver):
                     ctx.disconnect_indicated = True
                     self._fail_posted(ctx, NdisStatus.INVALID_STATE)
                     self.h_event(ctx.handle, TcpOffloadEventType.TcpIndicateDisconnect, 0)
-            elif t is Reset:
-                # R-EVT-02/03: acceptable RST -> abort every outstanding I/O, then indicate.
+            elif t is Reset or (t is Closed and ev.reason == "reset" and not ctx.aborted):
+                # R-EVT-02/03: acceptable RST -> abort every outstanding I/O, then indicate. In CLOSING and
+                # LAST-ACK the engine closes without a Reset event (RFC 9293 3.10.7.4 signals no user
+                # there), but the host still owns a TCB that must go (R-EVT-04: freed on terminate).
+                if ctx.aborted:
+                    continue
                 ctx.aborted = True
                 self._abort_io(ctx, NdisStatus.REQUEST_ABORTED)
                 self.h_event(ctx.handle, TcpOffloadEventType.TcpIndicateAbort, 0)
@@ -577,6 +633,11 @@ class OffloadTarget(MiniportDriver):
                 self._retrieve(ctx, TcpUploadReason.ReceivedUrgentData)  # R-RX-07
             elif t is Closed and ev.reason == "timeout":
                 self._retrieve(ctx, TcpUploadReason.TimeoutExpiration)
+            elif t is Closed and ctx.disconnect is None and not ctx.aborted:
+                # CLOSED after LAST-ACK/CLOSING with no disconnect request of the host pending: nothing
+                # else would ever tell the host, so ask it to take the connection back (as for
+                # TIME_WAIT, R-TMR-03 / §6.31: UploadRequested); resources stay until then (R-EVT-04).
+                self._retrieve(ctx, TcpUploadReason.UploadRequested)
 
     @staticmethod
     def send_backlog(conn: Connection) -> int:
@@ -617,6 +678,8 @@ class OffloadTarget(MiniportDriver):
     # ============================================================ timers (R-TMR-01, R-INIT-14)
 
     def _arm_timer(self, ctx: TcpCtx) -> None:
+        if self.hw_failed:
+            return  # a hung engine runs no timers
         d = ctx.conn.next_deadline()
         if d is None:
             self._cancel_timer(ctx)
@@ -648,9 +711,42 @@ class OffloadTarget(MiniportDriver):
     # ============================================================ MiniportInitiateOffload
 
     def initiate_offload(self, adapter_context: Any, mbl: MiniportOffloadBlockList) -> None:
-        """R-OFF-01: record the tree and return; the walk runs later on the scheduler (R-OFF-10)."""
+        """R-OFF-01: record the tree and return; the walk runs later on the scheduler (R-OFF-10). While
+        offload is paused the call is still accepted (R-OFF-26) and queued until the resume (R-OFF-29)."""
+        if self.offload_paused:
+            # Not counted as in progress yet: live connections keep indicating during the pause (R-OFF-12
+            # is a SHOULD NOT and the walk of this tree has not started).
+            self._paused_initiates.append(mbl)
+            return
         self._initiating += 1
         self.scheduler.call_soon(self._process_initiate, mbl, label="target initiate")
+
+    # ============================================================ capability change (R-INIT-10)
+
+    def pause_offload(self) -> None:
+        """NDIS_STATUS_OFFLOAD_PAUSE: the first half of a capability change (R-INIT-10). Offloaded
+        connections keep running; initiates that still arrive are queued (R-OFF-26/29)."""
+        assert self.ndis is not None
+        if self.offload_paused:
+            return
+        self.offload_paused = True
+        self.counters["offload_pauses"] = self.counters.get("offload_pauses", 0) + 1
+        self.ndis.m_indicate_status_ex(self.adapter, NdisStatus.OFFLOAD_PAUSE)
+
+    def resume_offload(self, limits: TargetLimits | None = None) -> None:
+        """NDIS_STATUS_OFFLOAD_RESUME with the (possibly new) NDIS_TCP_CONNECTION_OFFLOAD (R-INIT-10), then
+        the initiates queued while paused are processed in arrival order (R-OFF-29)."""
+        assert self.ndis is not None
+        if not self.offload_paused:
+            raise RuntimeError("resume_offload without pause_offload: capabilities never change directly (R-INIT-10)")
+        if limits is not None:
+            self.limits = limits
+        self.offload_paused = False
+        self.ndis.m_indicate_status_ex(self.adapter, NdisStatus.OFFLOAD_RESUME, self.capabilities())
+        queued, self._paused_initiates = self._paused_initiates, []
+        for mbl in queued:
+            self._initiating += 1
+            self.scheduler.call_soon(self._process_initiate, mbl, label="target initiate (after resume)")
 
     def _process_initiate(self, mbl: MiniportOffloadBlockList) -> None:
         assert self.ndis is not None
@@ -780,10 +876,11 @@ class OffloadTarget(MiniportDriver):
             if vid not in self._vlans and len(self._vlans) >= lim.max_vlans:
                 return None, NdisStatus.OFFLOAD_VLAN_ENTRIES  # R-VLAN-02 (R-VLAN-03: only resources)
         ctx = NeighborCtx(node.ndis_offload_handle, _clone(const), _clone(cached), src if custom else self.nic.mac)
-        if dlg is not None:
-            ctx.nrt = self.scheduler.now - dlg.nic_reachability_delta * self.tick_ns
-        else:
-            ctx.nrt = self.scheduler.now
+        # R-NBR-01/02: HRT = NCT - HRD, NRT = NCT - NRD, the host-tick deltas scaled to our timer.
+        now = self.scheduler.now
+        tick = self.tick_ns
+        ctx.nrt = now - (dlg.nic_reachability_delta if dlg is not None else 0) * tick
+        ctx.hrt = now - cached.host_reachability_delta * tick
         if custom:
             self._src_macs[src] = self._src_macs.get(src, 0) + 1
         if vid:
@@ -842,6 +939,7 @@ class OffloadTarget(MiniportDriver):
             max_retransmissions=p.tcp_maximum_retransmissions,
             dupack_threshold=max(p.tcp_duplicate_ack_threshold, 1),
             clock_granularity_ns=tick,
+            hand_back_on_give_up=True,  # R-DISC-03: no RST of ours; R-TMR-14/18: the host takes over
         )
 
     def _create_tcp(self, node: MiniportOffloadBlockList, parent: Any) -> tuple[TcpCtx | None, int]:
@@ -884,6 +982,8 @@ class OffloadTarget(MiniportDriver):
                 break
             n = n.next
         need = (dlg.snd_max - dlg.snd_una) & MASK
+        if need and dlg.state in _FIN_SENT_STATES:
+            need -= 1  # SndMax also counts the FIN's sequence number, which is not send data
         if sum(sizes) < need:
             return None, NdisStatus.FAILURE  # the host's data does not cover [SndUna, SndMax)
         # R-OFF-13: BufferedData is copied into target-owned memory before the initiate completes.
@@ -1369,7 +1469,10 @@ class OffloadTarget(MiniportDriver):
             if seg is None or type(seg) is Drop:
                 n.status = NdisStatus.REQUEST_ABORTED
             else:
+                before = ctx.conn.state
                 ctx.conn.receive(seg, now)
+                if before is _FIN_WAIT_1 and ctx.conn.state is _FIN_WAIT_2:
+                    ctx.conn.start_fin_wait2_timer(now)  # R-TMR-05
                 n.status = SUCCESS
             n = n.next
         self._pump(ctx)
@@ -1391,6 +1494,9 @@ class OffloadTarget(MiniportDriver):
 
     def _process_terminate(self, mbl: MiniportOffloadBlockList) -> None:
         assert self.ndis is not None
+        if self.hw_failed:
+            self._terminate_after_failure(mbl)
+            return
         freed: list[Any] = []
         for node in iter_tree(mbl):
             slot = node.miniport_offload_context
@@ -1595,6 +1701,55 @@ class OffloadTarget(MiniportDriver):
 
     # ============================================================ hardware reset / upload-all
 
+    def hardware_failure(self) -> None:
+        """The offload hardware is corrupt or hung: its state cannot be returned. From now on queries,
+        invalidates and terminates complete with FAILURE and the host is told per connection with
+        TcpIndicateRetrieve(HardwareFailure) then TcpIndicateAbort (R-QRY-09, R-INV-06, R-TRM-27, §6.32)."""
+        self.hw_failed = True
+        self.counters["hw_failures"] = self.counters.get("hw_failures", 0) + 1
+        for ctx in self.tcps.values():
+            self._cancel_timer(ctx)
+            self._stop_push_timer(ctx)
+
+    def _hw_failure_events(self) -> None:
+        """R-QRY-09 steps 2-3 for every connection still offloaded: Retrieve/HardwareFailure, then Abort.
+        Outstanding I/O waits for the terminate (step 4)."""
+        for ctx in list(self.tcps.values()):
+            if ctx.phase is not Phase.OFFLOADED or ctx in self._hw_notified:
+                continue
+            self._hw_notified.add(ctx)
+            self._retrieve(ctx, TcpUploadReason.HardwareFailure)
+            ctx.aborted = True  # later I/O completes with REQUEST_ABORTED
+            self.h_event(ctx.handle, TcpOffloadEventType.TcpIndicateAbort, 0)
+
+    def _terminate_after_failure(self, mbl: MiniportOffloadBlockList) -> None:
+        """R-TRM-27 / §6.32: abort the outstanding sends, receives and disconnects first, complete the
+        terminate with FAILURE (no state to return), then Retrieve/HardwareFailure + Abort for every
+        connection still offloaded."""
+        assert self.ndis is not None
+        freed: list[Any] = []
+        for node in iter_tree(mbl):
+            slot = node.miniport_offload_context
+            ctx = slot.value if slot is not None else None
+            if ctx is None:
+                node.status = SUCCESS if slot is None else NdisStatus.FAILURE
+                continue
+            if isinstance(ctx, TcpCtx) and ctx.phase is not Phase.TERMINATED:
+                ctx.phase = Phase.TERMINATING
+                self._abort_io(ctx, NdisStatus.REQUEST_ABORTED)
+                ctx.conn.detach()
+                freed.append(ctx)
+            elif isinstance(ctx, PathCtx | NeighborCtx) and ctx.phase is Phase.OFFLOADED:
+                ctx.phase = Phase.TERMINATING
+                freed.append(ctx)
+            node.status = NdisStatus.FAILURE
+        self.ndis.m_terminate_offload_complete(self.adapter, mbl)
+        for ctx in freed:
+            self._hw_notified.discard(ctx)
+            self._free(ctx)
+        self._hw_failure_events()
+        self._maybe_done()
+
     def hardware_reset(self) -> None:
         """The NIC needs a reset: ask the host to upload everything (NDIS_STATUS_UPLOAD_ALL). Connections
         keep running until their terminate, so no byte is lost; new sends complete UPLOAD_IN_PROGRESS
@@ -1611,6 +1766,12 @@ class OffloadTarget(MiniportDriver):
 
     def _process_query(self, mbl: MiniportOffloadBlockList) -> None:
         assert self.ndis is not None
+        if self.hw_failed:
+            for node in iter_tree(mbl):
+                node.status = NdisStatus.FAILURE  # R-QRY-09 step 1
+            self.ndis.m_query_offload_state_complete(self.adapter, mbl)
+            self._hw_failure_events()
+            return
         now = self.scheduler.now
         tps = self.params.ticks_per_second
         for node in iter_tree(mbl):
@@ -1667,6 +1828,7 @@ class OffloadTarget(MiniportDriver):
                 c = _state_of(node, NeighborOffloadStateCached)
                 if c is not None:
                     ctx.cached = _clone(c)
+                    ctx.hrt = self.scheduler.now - c.host_reachability_delta * self.tick_ns  # R-NBR-01
                 for p in iter_dependents_of(node):
                     pctx = p.miniport_offload_context.value if p.miniport_offload_context is not None else None
                     if isinstance(pctx, PathCtx) and pctx.neighbor is not ctx:  # relink
@@ -1686,17 +1848,28 @@ class OffloadTarget(MiniportDriver):
                 c = _state_of(node, TcpOffloadStateCached)
                 if c is not None:
                     ctx.cached = _clone(c)
+                    # Nagle/keepalive switches, KA timers, MaxRT and the flag-driven actions reach the engine.
+                    ctx.conn.update_cached(ctx.cached, self.scheduler.now, self.params.ticks_per_second)
                     touched.add(ctx)
             node.status = SUCCESS
         for t in touched:
             t.builder = self._builder(t.path, t.cached)
         self.ndis.m_update_offload_complete(self.adapter, mbl)
+        for t in touched:
+            if t.phase is Phase.OFFLOADED:
+                self._pump(t)  # UPDATE_RCV_WND may have queued a window update
 
     def invalidate_offload(self, adapter_context: Any, mbl: MiniportOffloadBlockList) -> None:
         self.scheduler.call_soon(self._process_invalidate, mbl, label="target invalidate")
 
     def _process_invalidate(self, mbl: MiniportOffloadBlockList) -> None:
         assert self.ndis is not None
+        if self.hw_failed:
+            for node in iter_tree(mbl):
+                node.status = NdisStatus.FAILURE  # R-INV-06: FAILURE only for corrupt hardware
+            self.ndis.m_invalidate_offload_complete(self.adapter, mbl)
+            self._hw_failure_events()
+            return
         affected: list[TcpCtx] = []
         for node in iter_tree(mbl):
             slot = node.miniport_offload_context

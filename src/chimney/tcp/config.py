@@ -60,6 +60,16 @@ class TcpConfig:
     max_ooo_segments: int = 512  # reassembly queue entries before further out-of-order data is dropped
     persist_min_ns: int = 200 * MS
     persist_max_ns: int = 60 * S
+    # RFC 9293 3.8.6.1: a zero-window probe carries one octet of new data when there is some; False
+    # sends Linux's zero-length probe with SEG.SEQ = SND.UNA - 1 (tcp_xmit_probe_skb).
+    zero_window_probe_octet: bool = True
+    # RFC 7323 3.2 SHOULD: once timestamps are negotiated, drop a non-RST segment without TSopt;
+    # False accepts it (Linux tcp_validate_incoming does not check for a missing TSopt).
+    drop_missing_tsopt: bool = True
+    # An offload target must not originate an RST (R-DISC-03) and hands timed-out connections back
+    # (R-TMR-14/18): True makes keepalive/retransmit/persist/user-timeout exhaustion emit TimedOut but
+    # keep the TCB with its expired timer, so the owner that takes it over (the host) acts on it at once.
+    hand_back_on_give_up: bool = False
 
     @property
     def time_wait_ns(self) -> int:
@@ -102,5 +112,7 @@ def linux_profile(**overrides: object) -> TcpConfig:
         congestion_control="cubic",
         challenge_ack_limit=1000,
         oow_ack_interval_ns=500 * MS,  # net.ipv4.tcp_invalid_ratelimit
+        zero_window_probe_octet=False,
+        drop_missing_tsopt=False,
     )
     return cfg.replace(**overrides) if overrides else cfg

@@ -50,6 +50,7 @@ TIME_WAIT = TcpConnectionState.TimeWait
 
 _SEND_STATES = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
 _RECV_DATA_STATES = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+_UT_STATES = _SEND_STATES
 
 # What the retransmit timer slot is currently timing (contract: Retransmit.TimeoutDelta carries the
 # retransmit, persist or FIN_WAIT_2 timer, §6 item 30).
@@ -122,6 +123,7 @@ class Connection:
         "_dup_acks",
         "_events",
         "_fin_after_est",
+        "_gave_up",
         "_high_rxt",
         "_in_recovery",
         "_irs",
@@ -270,6 +272,7 @@ class Connection:
         self._send_blocked = False
         self._user_closed = False
         self._fin_after_est = False
+        self._gave_up = False
         self._cack_window = -(10**18)
         self._cack_count = 0
         self._parent: Any = None
@@ -331,12 +334,27 @@ class Connection:
     def keepalive_probes(self) -> int:
         return self._ka_probes
 
+    @property
+    def gave_up(self) -> bool:
+        """A timeout was reached with cfg.hand_back_on_give_up: the TCB waits to be exported."""
+        return self._gave_up
+
     def next_deadline(self) -> int | None:
+        if self._gave_up:
+            return None
         best = self._rtx_deadline
-        for d in (self._delack_deadline, self._ka_deadline, self._tw_deadline):
+        for d in (self._delack_deadline, self._ka_deadline, self._tw_deadline, self._user_deadline()):
             if d is not None and (best is None or d < best):
                 best = d
         return best
+
+    def _user_deadline(self) -> int | None:
+        """RFC 9293 3.10.8 / RFC 5482 USER TIMEOUT: data unacknowledged for user_timeout_ns aborts the
+        connection at that instant, not at the next RTO expiry after it."""
+        ut = self.cfg.user_timeout_ns
+        if not ut or self.snd_max == self.snd_una or self.state not in _UT_STATES:
+            return None
+        return self._last_progress + ut
 
     def export_state(self, now: int, ticks_per_second: int, *, flush_delayed_ack: bool = True) -> tuple[Any, ...]:
         """(TcpOffloadStateConst, TcpOffloadStateCached, TcpOffloadStateDelegated, send_data, buffered_rx)
@@ -406,10 +424,22 @@ class Connection:
             self.rcv_adv_max = edge
         return win
 
-    def _options(self, now: int) -> TcpOptions | None:
+    def _options(self, now: int, plen: int = 0) -> TcpOptions | None:
         blocks: tuple[tuple[int, int], ...] = ()
         if self.sack_ok and self.ooo:
-            blocks = tuple((a & MASK, b & MASK) for a, b in self.ooo.sack_blocks(3 if self.ts_ok else 4))
+            n = 3 if self.ts_ok else 4
+            if plen:
+                # RFC 9293 3.7.1: options come out of the segment's size, so a full-sized data segment
+                # has room for fewer (or no) SACK blocks (4 + 8n bytes) next to the timestamps.
+                cfg = self.cfg
+                room = min(self.peer_mss + 20, cfg.path_mtu - cfg.ip_header_size) - 20 - plen
+                if self.ts_ok:
+                    room -= 12
+                fit = (room - 4) // 8
+                if fit < n:
+                    n = fit if fit > 0 else 0
+            if n:
+                blocks = tuple((a & MASK, b & MASK) for a, b in self.ooo.sack_blocks(n))
         if self.ts_ok:
             return TcpOptions(None, None, False, blocks, (now // self._ts_div + self._ts_offset) & MASK, self.ts_recent)
         if blocks:
@@ -437,7 +467,7 @@ class Connection:
             win = min(self.cfg.rcv_buf, 0xFFFF)
             ack = 0
         if self.sack_ok and self.ooo:
-            opts = self._options(now)
+            opts = self._options(now, len(payload))
         elif self.ts_ok:
             opts = TcpOptions(None, None, False, (), (now // self._ts_div + self._ts_offset) & MASK, self.ts_recent)
         else:
@@ -646,9 +676,23 @@ class Connection:
             return
         if self.fin_seq is None:
             self.shutdown(now)
-        elif st is FIN_WAIT_2 and self._rtx_deadline is None and self.cfg.fin_wait2_timeout_ns > 0:
-            self._rtx_mode = RTX_FIN_WAIT_2
-            self._rtx_deadline = now + self.cfg.fin_wait2_timeout_ns
+        else:
+            self.start_fin_wait2_timer(now)
+
+    def start_fin_wait2_timer(self, now: int, timeout_ns: int | None = None) -> bool:
+        """Start the FIN_WAIT_2 timer (retransmit slot, R-TMR-05) now, without close(): for an owner
+        that knows the connection may idle in FIN_WAIT_2 (an offload target after a graceful disconnect).
+        `timeout_ns` defaults to cfg.fin_wait2_timeout_ns. Later acceptable segments restart it (R-TMR-23);
+        expiry gives FinWait2Timeout then CLOSED (R-TMR-06/24). False when not in FIN_WAIT_2, already
+        running, or the timeout is 0 (disabled)."""
+        t = self.cfg.fin_wait2_timeout_ns if timeout_ns is None else timeout_ns
+        if self.state is not FIN_WAIT_2 or self._rtx_deadline is not None or t <= 0:
+            return False
+        if t != self.cfg.fin_wait2_timeout_ns:
+            self.cfg = self.cfg.replace(fin_wait2_timeout_ns=t)  # restarts (R-TMR-23) use the same value
+        self._rtx_mode = RTX_FIN_WAIT_2
+        self._rtx_deadline = now + t
+        return True
 
     def abort(self, now: int) -> None:
         """ABORT: RST in synchronized states, then CLOSED (RFC 9293 3.10.5)."""
@@ -685,6 +729,12 @@ class Connection:
 
     def on_timer(self, now: int) -> None:
         self._now = now
+        if self._gave_up:
+            return
+        d = self._user_deadline()
+        if d is not None and d <= now:
+            self._give_up("user_timeout", now, send_rst=False)
+            return
         d = self._delack_deadline
         if d is not None and d <= now:
             self._delack_deadline = None
@@ -711,6 +761,17 @@ class Connection:
                 self._enter_closed("time_wait_done")
 
     def _give_up(self, what: str, now: int, send_rst: bool) -> None:
+        if self.cfg.hand_back_on_give_up and what != "syn":
+            # Keep the TCB; the expired timer exports as TimeoutDelta 0 ("expire immediately", R-TRM-25).
+            self._gave_up = True
+            if what == "keepalive":
+                self._ka_deadline = now
+            else:
+                if what == "persist":
+                    self._rtx_mode = RTX_PERSIST
+                self._rtx_deadline = now
+            self._emit(TimedOut(what))
+            return
         if send_rst and self.state in _SEND_STATES | {FIN_WAIT_2}:
             self._send_rst(self.snd_max, now)
         self._emit(TimedOut(what))
@@ -743,9 +804,6 @@ class Connection:
             exceeded = now - self._rtx_first >= cfg.max_rt_ns
         else:
             exceeded = False
-        if cfg.user_timeout_ns and now - self._last_progress >= cfg.user_timeout_ns:
-            self._give_up("user_timeout", now, send_rst=False)
-            return
         if exceeded:
             self._give_up("retransmit", now, send_rst=False)
             return
@@ -775,7 +833,18 @@ class Connection:
         if self._rtx_count > self.cfg.max_retransmissions:  # R-TMR-14
             self._give_up("persist", now, send_rst=True)
             return
-        self._send_window_probe(now)
+        una = self.snd_una
+        if self.cfg.zero_window_probe_octet and self.sndbuf.end > una:
+            # RFC 9293 3.8.6.1: probe with one octet of new data; it stays accounted as sent so the
+            # peer's ACK of it is an ordinary new ACK.
+            if self.snd_max == una:
+                self._last_progress = now  # user timeout: the octet is now unacknowledged data
+                self.snd_max = una + 1
+            if self.snd_nxt < una + 1:
+                self.snd_nxt = una + 1
+            self._emit_seg(una, ACK, self.sndbuf.slice(una, 1), now)
+        else:
+            self._send_window_probe(now)
         self._rtx_mode = RTX_PERSIST
         self._rtx_deadline = now + self._persist_timeout(self._rtx_count)
         self._rtx_count += 1
@@ -888,6 +957,8 @@ class Connection:
     def _transmit(self, seq: int, flags: int, payload: memoryview | bytes, n: int, now: int) -> None:
         end = seq + n + (1 if flags & FIN else 0)
         snd_max = self.snd_max
+        if snd_max == self.snd_una:
+            self._last_progress = now  # the user timeout counts from the first unacknowledged send
         if seq < snd_max:
             self.stats.retransmitted_segments += 1
             if self._rtt_seq >= 0 and seq < self._rtt_seq:
@@ -1184,9 +1255,18 @@ class Connection:
 
     def _rx_synchronized(self, seg: TcpSegment, now: int) -> None:
         flags = seg.flags
+        opts = seg.options
+        if (
+            self.ts_ok
+            and not flags & RST
+            and (opts is None or opts.ts_val is None)
+            and self.cfg.drop_missing_tsopt
+            and self.state is not SYN_SENT
+        ):
+            self._drop("missing_tsopt")  # RFC 7323 3.2 SHOULD
+            return
         if (flags | PSH) == (ACK | PSH) and self.state is ESTABLISHED and self._fast_path(seg, flags, now):
             return
-        opts = seg.options
         rcv_nxt = self.rcv_nxt
         seq = rcv_nxt + (((seg.seq - rcv_nxt + HALF) & MASK) - HALF)
         payload = seg.payload
@@ -1351,10 +1431,12 @@ class Connection:
         st = self.state
         if self._rtx_deadline is not None and self._rtx_mode == RTX_PERSIST:
             if self.snd_wnd > 0:
-                # R-TMR-13: a non-zero window ends persist.
+                # R-TMR-13: a non-zero window ends persist; an unacknowledged probe octet is sent again
+                # in order with the rest (the receiver dropped it with its window closed).
                 self._rtx_deadline = None
                 self._rtx_count = 0
                 self._persist_round = 0
+                self.snd_nxt = self.snd_una
             else:
                 # R-TMR-12: zero-window ACK -> next round.
                 self._persist_round += 1

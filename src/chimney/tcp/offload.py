@@ -275,11 +275,16 @@ def import_state(
         c.ts_recent = delegated.ts_recent
         c.ts_recent_time = now - _ns(delegated.ts_recent_age, tps)
     c._dup_acks = delegated.dup_ack_count
-    c._recover = c.snd_max
+    c._rtx_count = delegated.retransmit.count
+    # The state carries no RFC 6582 `recover`: it guards a window that was in loss recovery or timed
+    # out; otherwise the next three duplicate ACKs must start a fast retransmit (RFC 5681 3.2 step 2).
+    c._recover = una
     if c._dup_acks >= cfg.dupack_threshold and c.snd_max > una:
         c._in_recovery = True
         c._high_rxt = una
-    c._rtx_count = delegated.retransmit.count
+        c._recover = c.snd_max
+    elif c._rtx_count and c.snd_max > una:
+        c._recover = c.snd_max
     c._persist_round = delegated.snd_wnd_probe_count
     c._rtx_first = now - _ns(delegated.total_rt, tps) if delegated.total_rt or c._rtx_count else -1
     delta = delegated.retransmit.timeout_delta
