@@ -282,7 +282,30 @@ def pbl_to_mbl(root: ProtocolOffloadBlockList | None, make_handle: HandleFactory
     return _convert_down(root, make_handle)
 
 
-def _convert_down(pnode: ProtocolOffloadBlockList, make_handle: HandleFactory) -> MiniportOffloadBlockList:
+def _convert_down(proot: ProtocolOffloadBlockList, make_handle: HandleFactory) -> MiniportOffloadBlockList:
+    # Iterative, in walk order (node, its dependents, then NextBlock): a row of 10,000 sibling TCP
+    # nodes must not recurse along NextBlock.
+    mroot = _mbl_node(proot, make_handle)
+    stack: list[tuple[ProtocolOffloadBlockList, MiniportOffloadBlockList, bool]] = []
+    if proot.next_block is not None:
+        stack.append((proot.next_block, mroot, False))
+    if proot.dependent_block_list is not None:
+        stack.append((proot.dependent_block_list, mroot, True))
+    while stack:
+        pnode, parent, dependent = stack.pop()
+        m = _mbl_node(pnode, make_handle)
+        if dependent:
+            parent.dependent_block_list = m
+        else:
+            parent.next_block = m
+        if pnode.next_block is not None:
+            stack.append((pnode.next_block, m, False))
+        if pnode.dependent_block_list is not None:
+            stack.append((pnode.dependent_block_list, m, True))
+    return mroot
+
+
+def _mbl_node(pnode: ProtocolOffloadBlockList, make_handle: HandleFactory) -> MiniportOffloadBlockList:
     h = pnode.offload_handle
     m = MiniportOffloadBlockList(
         pnode.header.type,
@@ -299,10 +322,6 @@ def _convert_down(pnode: ProtocolOffloadBlockList, make_handle: HandleFactory) -
     m.protocol_reserved = pnode.protocol_reserved
     m.status = STATUS_UNSET
     m.ndis_reserved[0] = pnode
-    if pnode.dependent_block_list is not None:
-        m.dependent_block_list = _convert_down(pnode.dependent_block_list, make_handle)
-    if pnode.next_block is not None:
-        m.next_block = _convert_down(pnode.next_block, make_handle)
     return m
 
 
@@ -330,19 +349,38 @@ def mbl_to_pbl(
     """
     if root is None:
         return None
-    p = ProtocolOffloadBlockList(root.header.type, resolve(root), root.state, root.port_number)
-    p.header.revision = root.header.revision
-    p.header.size = root.header.size
-    p.net_buffer_list_chain = root.net_buffer_list_chain
-    p.status = root.status
-    p.source_handle = root.source_handle
-    p.im_reserved = root.im_reserved
-    p.protocol_reserved = root.protocol_reserved
-    p.ndis_reserved[2] = root
-    if root.dependent_block_list is not None:
-        p.dependent_block_list = mbl_to_pbl(root.dependent_block_list, resolve)
+    proot = _pbl_node(root, resolve)
+    stack: list[tuple[MiniportOffloadBlockList, ProtocolOffloadBlockList, bool]] = []  # as in pbl_to_mbl
     if root.next_block is not None:
-        p.next_block = mbl_to_pbl(root.next_block, resolve)
+        stack.append((root.next_block, proot, False))
+    if root.dependent_block_list is not None:
+        stack.append((root.dependent_block_list, proot, True))
+    while stack:
+        m, parent, dependent = stack.pop()
+        p = _pbl_node(m, resolve)
+        if dependent:
+            parent.dependent_block_list = p
+        else:
+            parent.next_block = p
+        if m.next_block is not None:
+            stack.append((m.next_block, p, False))
+        if m.dependent_block_list is not None:
+            stack.append((m.dependent_block_list, p, True))
+    return proot
+
+
+def _pbl_node(
+    m: MiniportOffloadBlockList, resolve: Callable[[MiniportOffloadBlockList], NdisOffloadHandle | None]
+) -> ProtocolOffloadBlockList:
+    p = ProtocolOffloadBlockList(m.header.type, resolve(m), m.state, m.port_number)
+    p.header.revision = m.header.revision
+    p.header.size = m.header.size
+    p.net_buffer_list_chain = m.net_buffer_list_chain
+    p.status = m.status
+    p.source_handle = m.source_handle
+    p.im_reserved = m.im_reserved
+    p.protocol_reserved = m.protocol_reserved
+    p.ndis_reserved[2] = m
     return p
 
 

@@ -4,9 +4,9 @@ the TREE/OFF/TRM/SEND/IND/EVT/TMR/TS rules checked on it at the NDIS boundary.
 Enable with `Ndis(scheduler, verifier, checks=ChimneyChecks)`. Every object NDIS routes an initiate
 for gets an `OffloadedObject` keyed by its MiniportOffloadContext slot (one per binding level, so IM
 stacks are checked at each edge) that walks OFFLOADING -> OFFLOADED (+ flags) -> TERMINATING ->
-TERMINATED (or FAILED). The core `BoundaryChecks` hooks do not carry the offload handle of I/O calls
-and events, nor a "the miniport handler returned" edge, so this class wraps the corresponding `Ndis`
-entry points on the instance (thin pre/post wrappers, verifier-on only) until core grows those hooks.
+TERMINATED (or FAILED). The edges it needs beyond the crossing checks (handler entered/returned for
+state calls, chimney I/O, indications and events; status indications) come from the core
+`BoundaryChecks` edge hooks it overrides.
 
 NDIS name -> checked at (Python):
   MiniportInitiateOffload / NdisMInitiateOffloadComplete -> state_op / state_complete (+ call windows)
@@ -20,7 +20,7 @@ NDIS name -> checked at (Python):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from enum import Enum, IntFlag
 from typing import Any
 
@@ -308,7 +308,6 @@ class ChimneyChecks(BoundaryChecks):
         # >0 while NDIS fails a tree itself (no chimney below, R-IM-13) and delivers that completion inline:
         # an IM relaying it upward then completes inside its own handler through no fault of its own.
         self.ndis_inline = 0
-        self._install()
 
     # ------------------------------------------------------------------------------- plumbing
 
@@ -327,125 +326,77 @@ class ChimneyChecks(BoundaryChecks):
             return ok
         return self.v.check(ok, rule_id, message, *objects)
 
-    def _install(self) -> None:
-        """Instance-level wrappers for the crossings whose BoundaryChecks hook lacks the offload handle
-        or the 'handler returned' edge (see module docstring; to become core hooks)."""
-        n = self.ndis
-        for op, name in (
-            (Op.INITIATE, "initiate_offload"),
-            (Op.TERMINATE, "terminate_offload"),
-            (Op.UPDATE, "update_offload"),
-            (Op.INVALIDATE, "invalidate_offload"),
-            (Op.QUERY, "query_offload_state"),
-        ):
-            setattr(n, name, self._wrap_state_call(getattr(n, name)))
-            if op is Op.QUERY:
-                n.query_offload = n.query_offload_state  # type: ignore[method-assign]
-        n.m_initiate_offload_complete = self._wrap_initiate_complete(n.m_initiate_offload_complete)  # type: ignore[method-assign]
-        for kind, name in (
-            ("send", "offload_tcp_send"),
-            ("receive", "offload_tcp_receive"),
-            ("disconnect", "offload_tcp_disconnect"),
-            ("forward", "offload_tcp_forward"),
-        ):
-            setattr(n, name, self._wrap_io(kind, getattr(n, name)))
-        n.tcp_offload_receive_handler = self._wrap_indication(n.tcp_offload_receive_handler)  # type: ignore[method-assign]
-        n.tcp_offload_event_handler = self._wrap_event(n.tcp_offload_event_handler)  # type: ignore[method-assign]
-        n.m_indicate_status_ex = self._wrap_status(n.m_indicate_status_ex)  # type: ignore[method-assign]
+    # ------------------------------------------------------------------------------- core edge hooks
 
-    def _wrap_state_call(self, orig: Callable[[Binding, ProtocolOffloadBlockList], None]) -> Callable[..., None]:
-        in_call = self.in_call
+    def state_call_enter(self, op: Op, binding: Binding, pbl: ProtocolOffloadBlockList, blocked: bool) -> None:
+        self.in_call.add(id(pbl))
+        self.ndis_inline += blocked
 
-        def call(binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
-            key = id(pbl)
-            inline = _blocked(binding.adapter)
-            in_call.add(key)
-            self.ndis_inline += inline
-            try:
-                orig(binding, pbl)
-            finally:
-                in_call.discard(key)
-                self.ndis_inline -= inline
+    def state_call_exit(self, op: Op, binding: Binding, pbl: ProtocolOffloadBlockList, blocked: bool) -> None:
+        self.in_call.discard(id(pbl))
+        self.ndis_inline -= blocked
 
-        return call
+    def state_complete_returned(self, op: Op, adapter: Adapter, mbl: MiniportOffloadBlockList) -> None:
+        for obj in self.completing.pop(id(mbl), ()):
+            obj.completing = False  # R-OFF-09: ProtocolInitiateOffloadComplete has returned
 
-    def _wrap_initiate_complete(self, orig: Callable[[Adapter, MiniportOffloadBlockList], None]) -> Callable[..., None]:
-        def call(miniport_handle: Adapter, mbl: MiniportOffloadBlockList) -> None:
-            try:
-                orig(miniport_handle, mbl)
-            finally:
-                for obj in self.completing.pop(id(mbl), ()):
-                    obj.completing = False
+    def io_enter(
+        self, kind: str, handle: NdisOffloadHandle, nbl: NetBufferList, extra: tuple[int, ...]
+    ) -> OffloadedObject | None:
+        obj = self._obj_of(handle)
+        if obj is None:
+            return None
+        self.io_request(kind, obj, handle, nbl, extra)
+        if kind == "send":
+            if not obj.in_send:
+                obj.send_reentry_ok = False
+            obj.in_send += 1
+        elif kind == "receive" or kind == "disconnect":  # R-TRM-05 names these two
+            obj.calls_in += 1
+        return obj
 
-        return call
+    def io_exit(self, kind: str, handle: NdisOffloadHandle, token: Any) -> None:
+        obj: OffloadedObject | None = token
+        if obj is None:
+            return
+        if kind == "send":
+            obj.in_send -= 1
+        elif kind == "receive" or kind == "disconnect":
+            obj.calls_in -= 1
 
-    def _wrap_io(self, kind: str, orig: Callable[..., int]) -> Callable[..., int]:
-        def call(offload_handle: NdisOffloadHandle, nbl: NetBufferList, *extra: int) -> int:
-            obj = self._obj_of(offload_handle)
-            if obj is None:
-                return orig(offload_handle, nbl, *extra)
-            self.io_request(kind, obj, offload_handle, nbl, extra)
-            is_send = kind == "send"
-            counted = kind == "receive" or kind == "disconnect"  # R-TRM-05 names these two
-            if is_send:
-                if not obj.in_send:
-                    obj.send_reentry_ok = False
-                obj.in_send += 1
-            elif counted:
-                obj.calls_in += 1
-            try:
-                return orig(offload_handle, nbl, *extra)
-            finally:
-                if is_send:
-                    obj.in_send -= 1
-                elif counted:
-                    obj.calls_in -= 1
+    def indication_enter(self, ref: NdisOffloadHandleRef, nbl: NetBufferList, status: int) -> Any:
+        obj = self._obj_of_ref(ref)
+        if obj is None:
+            return None
+        self.indication(obj, ref, nbl)
+        obj.indicating += 1
+        return (obj, obj.posts)
 
-        return call
+    def indication_exit(self, ref: NdisOffloadHandleRef, token: Any, result: tuple[int, int] | None) -> None:
+        if token is None:
+            return
+        obj, posts = token
+        obj.indicating -= 1
+        if result is None:
+            return
+        if result[0] == NdisStatus.SUCCESS:
+            obj.unconsumed = False
+        else:
+            obj.unconsumed = True
+            # A receive posted from inside the indication handler already re-enabled indications.
+            obj.refused = obj.posts == posts
 
-    def _wrap_indication(self, orig: Callable[..., tuple[int, int]]) -> Callable[..., tuple[int, int]]:
-        def call(ndis_offload_handle: Any, nbl: NetBufferList, status: int) -> tuple[int, int]:
-            obj = self._obj_of_ref(ndis_offload_handle)
-            if obj is None:
-                return orig(ndis_offload_handle, nbl, status)
-            self.indication(obj, ndis_offload_handle, nbl)
-            posts = obj.posts
-            obj.indicating += 1
-            try:
-                ret, consumed = orig(ndis_offload_handle, nbl, status)
-            finally:
-                obj.indicating -= 1
-            if ret == NdisStatus.SUCCESS:
-                obj.unconsumed = False
-            else:
-                obj.unconsumed = True
-                # A receive posted from inside the indication handler already re-enabled indications.
-                obj.refused = obj.posts == posts
-            return ret, consumed
+    def event_enter(self, ref: NdisOffloadHandleRef, event_type: int, info: int) -> Any:
+        obj = self._obj_of_ref(ref)
+        if obj is None:
+            return None
+        self.tcp_event_pre(obj, event_type, info)
+        obj.indicating += 1
+        return obj
 
-        return call
-
-    def _wrap_event(self, orig: Callable[..., None]) -> Callable[..., None]:
-        def call(ndis_offload_handle: Any, event_type: int, event_specific_information: int = 0) -> None:
-            obj = self._obj_of_ref(ndis_offload_handle)
-            if obj is None:
-                orig(ndis_offload_handle, event_type, event_specific_information)
-                return
-            self.tcp_event_pre(obj, event_type, event_specific_information)
-            obj.indicating += 1
-            try:
-                orig(ndis_offload_handle, event_type, event_specific_information)
-            finally:
-                obj.indicating -= 1
-
-        return call
-
-    def _wrap_status(self, orig: Callable[..., None]) -> Callable[..., None]:
-        def call(miniport_handle: Adapter, status: int, buffer: Any = None, port: int = 0) -> None:
-            self.status_indication(miniport_handle, status)
-            orig(miniport_handle, status, buffer, port)
-
-        return call
+    def event_exit(self, ref: NdisOffloadHandleRef, token: Any) -> None:
+        if token is not None:
+            token.indicating -= 1
 
     def _obj_of(self, offload_handle: Any) -> OffloadedObject | None:
         slot = getattr(offload_handle, "miniport_offload_context", None)
@@ -600,13 +551,9 @@ class ChimneyChecks(BoundaryChecks):
                     f"SndNxt/SndMax offsets {nxt}/{mx} do not fit the {total} bytes of NetBufferListChain",
                     dlg,
                 )
-        # NDIS hands the chain to the target like an NdisOffloadTcpSend (R-OFF-22): stamp the binding so
-        # NdisTcpOffloadSendComplete can route it, and track it as outstanding send data.
-        stamped = head is not None and type(head.source_handle) is tuple and head.source_handle[0] is binding
+        # The core hands the chain to the target like an NdisOffloadTcpSend (R-OFF-22, stamp and ownership
+        # in BoundaryChecks.chain_down); here it is tracked as outstanding send data.
         for n in _nbls(head):
-            if not stamped:  # once the core stamps the chain itself, do not stamp twice
-                n.source_handle = (binding, n.source_handle)
-                binding.sends_out += 1
             rec = IoRecord(obj, "send", n, from_initiate=True)
             key = (id(adapter), n.serial)
             self.io[key] = rec
@@ -788,9 +735,7 @@ class ChimneyChecks(BoundaryChecks):
                 done.append(obj)
                 continue
             obj.phase = Phase.FAILED
-            head = node.net_buffer_list_chain
-            sh = head.source_handle if head is not None else None
-            back_to = sh[0] if type(sh) is tuple and sh[0].adapter is adapter else None
+            # The core already gave the chain back to the host (BoundaryChecks.chains_back, R-OFF-23).
             for n, status in obj.chain_snap:
                 key = (aid, n.serial)
                 v.check(
@@ -803,23 +748,7 @@ class ChimneyChecks(BoundaryChecks):
                 if rec is not None:
                     rec.obj.sends.pop(n.serial, None)
                 _remember(self.failed_chain, key, None, self.HISTORY)
-                self._unstamp(adapter, n)
-            if back_to is not None and head is not None:
-                # R-OFF-23: the host owns the send data of a failed offload again.
-                self.tracker.transfer(
-                    head,
-                    frm=adapter.owner,
-                    to=back_to.protocol.name,
-                    rule_id="R-OFF-23",
-                    op="NdisMInitiateOffloadComplete (failed) NetBufferListChain",
-                )
         self.completing[id(mbl)] = done
-
-    def _unstamp(self, adapter: Adapter, n: NetBufferList) -> None:
-        sh = n.source_handle
-        if type(sh) is tuple and sh[0].adapter is adapter:
-            sh[0].sends_out -= 1
-            n.source_handle = sh[1]
 
     def _terminate_results(self, adapter: Adapter, mbl: MiniportOffloadBlockList) -> None:
         aid = id(adapter)
@@ -831,8 +760,7 @@ class ChimneyChecks(BoundaryChecks):
             returned = list(_nbls(node.net_buffer_list_chain))
             if obj is not None and obj.live:
                 self._terminate_object(adapter, obj, node, returned)
-            for n in returned:
-                self._unstamp(adapter, n)
+            for n in returned:  # the core already unstamped them and gave them to the host
                 rec = self.io.pop((aid, n.serial), None)
                 if rec is not None:
                     rec.obj.sends.pop(n.serial, None)

@@ -22,6 +22,12 @@ NDIS name -> Python name (all methods of `Ndis` unless noted):
   NdisTcpOffloadReceiveHandler -> tcp_offload_receive_handler;  NdisTcpOffloadEventHandler -> tcp_offload_event_handler
   NdisMOffloadEventIndicate -> m_offload_event_indicate;  NdisMIndicateStatusEx -> m_indicate_status_ex
   NdisOidRequest / NdisMOidRequestComplete -> oid_request / m_oid_request_complete
+
+Checks: `BoundaryChecks` (one method per crossing) plus no-op edge hooks rule sets override:
+state_call_enter/exit (around MiniportXxxOffload), state_complete_returned (ProtocolXxxOffloadComplete
+returned), io_enter/exit, indication_enter/exit, event_enter/exit, status_indication. NetBufferListChain
+hand-over at NdisInitiateOffload and hand-back at the completions: BoundaryChecks.chain_down / chains_back;
+BufferedData at NdisMTerminateOffloadComplete: BoundaryChecks.buffered_data_up (R-TRM-16).
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from chimney.ndis.offload_state import (
     IndicateOffloadEvent,
     OffloadStateType,
     TcpOffloadEventType,
+    TcpOffloadStateDelegated,
     TcpUploadReason,
 )
 from chimney.ndis.oid import (
@@ -72,6 +79,7 @@ from chimney.ndis.oid import (
     NDIS_ANSWERED_QUERIES,
     OID_PNP_SET_POWER,
     OID_TCP_CONNECTION_OFFLOAD_PARAMETERS,
+    OID_TCP_TASK_OFFLOAD,
     NdisDevicePowerState,
     NdisOidRequest,
     NdisRequestType,
@@ -99,6 +107,9 @@ NDIS_HALT_DEVICE_STOPPED = 5
 
 # NDIS_CHIMNEY_OFFLOAD_TYPE values that exist but NDIS does not support (reserved).
 RESERVED_CHIMNEY_TYPES = frozenset({2, 3})  # NdisIpsecChimneyOffload, NdisRdmaChimneyOffload
+
+# The checks class an `Ndis` built without `checks=` uses while its verifier is on (None: BoundaryChecks).
+DEFAULT_CHECKS: type[BoundaryChecks] | None = None
 
 # The checked loops count the NBLs they move with `for n in _COUNT` (cheaper than n += 1 per NBL).
 _COUNT = range(1, sys.maxsize)
@@ -152,6 +163,12 @@ _OP_CLIENT = {
     Op.UPDATE: "update_offload_complete_handler",
     Op.INVALIDATE: "invalidate_offload_complete_handler",
     Op.QUERY: "query_offload_complete_handler",
+}
+_IO_KIND = {
+    "NdisOffloadTcpSend": "send",
+    "NdisOffloadTcpReceive": "receive",
+    "NdisOffloadTcpDisconnect": "disconnect",
+    "NdisOffloadTcpForward": "forward",
 }
 _OP_NDIS_NAME = {
     Op.INITIATE: "NdisMInitiateOffloadComplete",
@@ -316,6 +333,9 @@ class BoundaryChecks:
         self.v = ndis.verifier
         self.tracker = ndis.tracker
         self.hot = ndis.verifier.hot  # coverage counts of R-NBL-01/02/03 (folded into checks on read)
+        # NetBufferListChain NBLs handed down at initiate (serial -> NBL), pruned as they come back.
+        self.chain_nbls: dict[int, NetBufferList] = {}
+        self._chain_cap = 4096  # prune completed entries past this size (amortised, off the send path)
 
     # -- send path (normal sends and chimney I/O requests) ----------------------------------------------
     #
@@ -541,6 +561,47 @@ class BoundaryChecks:
             hot[COV_NBL_03] += 1
         binding.sends_out -= n
 
+    # -- edge hooks (no-op here; ChimneyChecks and other rule sets override them) ------------------------
+    #
+    # "enter" runs before the call crosses, "exit"/"returned" after the callee returned (also when it
+    # raised). The token an enter hook returns is handed to its exit hook unchanged.
+
+    def state_call_enter(self, op: Op, binding: Binding, pbl: ProtocolOffloadBlockList, blocked: bool) -> None:
+        """Before MiniportXxxOffload is called for `pbl` (blocked: NDIS fails the tree itself, inline)."""
+
+    def state_call_exit(self, op: Op, binding: Binding, pbl: ProtocolOffloadBlockList, blocked: bool) -> None:
+        """MiniportXxxOffload (or NDIS's own inline failure of the tree) returned (R-OFF-01, R-TRM-06)."""
+
+    def state_complete_returned(self, op: Op, adapter: Adapter, mbl: MiniportOffloadBlockList) -> None:
+        """ProtocolXxxOffloadComplete for `mbl` returned (R-OFF-09 for initiate)."""
+
+    def io_enter(
+        self, kind: str, handle: NdisOffloadHandle, nbl: NetBufferList, extra: tuple[int, ...]
+    ) -> Any:
+        """NdisOffloadTcpSend/Receive/Disconnect/Forward (`kind` send/receive/disconnect/forward), before
+        NDIS stamps the NBLs and calls the target."""
+        return None
+
+    def io_exit(self, kind: str, handle: NdisOffloadHandle, token: Any) -> None:
+        """The MiniportTcpOffloadXxx call of `io_enter` returned (R-SEND-11, R-TRM-05)."""
+
+    def indication_enter(self, ref: NdisOffloadHandleRef, nbl: NetBufferList, status: int) -> Any:
+        """NdisTcpOffloadReceiveHandler, before ProtocolTcpOffloadReceiveIndicate."""
+        return None
+
+    def indication_exit(self, ref: NdisOffloadHandleRef, token: Any, result: tuple[int, int] | None) -> None:
+        """ProtocolTcpOffloadReceiveIndicate returned `result` (None: it raised) (R-TRM-10)."""
+
+    def event_enter(self, ref: NdisOffloadHandleRef, event_type: int, info: int) -> Any:
+        """NdisTcpOffloadEventHandler, before ProtocolTcpOffloadEvent (R-EVT-01)."""
+        return None
+
+    def event_exit(self, ref: NdisOffloadHandleRef, token: Any) -> None:
+        """ProtocolTcpOffloadEvent returned (R-TRM-10)."""
+
+    def status_indication(self, adapter: Adapter, status: int) -> None:
+        """NdisMIndicateStatusEx, before any ProtocolStatusEx (R-SEND-08/14 upload-all window)."""
+
     # -- registration ----------------------------------------------------------------------------------
 
     def set_optional_handlers(self, dh: DriverHandle, chars: Any) -> bool:
@@ -597,16 +658,80 @@ class BoundaryChecks:
     def state_op(self, op: Op, binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
         problems = tree_shape_problems(pbl)
         self.v.check(not problems, "R-TREE-01", f"{op.value} tree malformed: {problems}", pbl)
-        if op is Op.INITIATE:
+        if op is Op.INITIATE and not chimney_blocked(binding.adapter):
             for node in iter_tree(pbl):
                 if node.net_buffer_list_chain is not None:
-                    self.tracker.transfer(
-                        node.net_buffer_list_chain,
-                        frm=binding.protocol.name,
-                        to=binding.adapter.owner,
-                        rule_id="R-NBL-02",
-                        op="NdisInitiateOffload NetBufferListChain",
-                    )
+                    self.chain_down(binding, node.net_buffer_list_chain)
+
+    def chain_down(self, binding: Binding, head: NetBufferList) -> None:
+        """R-OFF-17..22, R-NBL-02: a NetBufferListChain goes to the target like an NdisOffloadTcpSend
+        (SourceHandle stamp, ownership, outstanding count) so NdisTcpOffloadSendComplete routes it back.
+        Idempotent: an NBL already stamped with `binding` / owned by the adapter is left as it is."""
+        frm = binding.protocol.name
+        to = binding.adapter.owner
+        what = "NdisInitiateOffload NetBufferListChain"
+        hop = (what, frm, to)
+        self.v.count("R-NBL-02")
+        if len(self.chain_nbls) > self._chain_cap:
+            self._prune_chain_nbls()
+            self._chain_cap = max(4096, 2 * len(self.chain_nbls))
+        n: NetBufferList | None = head
+        while n is not None:
+            sh = n.source_handle
+            if not (type(sh) is tuple and sh[0] is binding):
+                n.source_handle = (binding, sh)
+                binding.sends_out += 1
+            self.chain_nbls[n.serial] = n
+            if n.owner != to:
+                if n.owner != frm:
+                    self.tracker.not_owned(n, frm, "R-NBL-02", what)
+                n.owner = to
+                n.history = push_history(n.history, hop)
+            n = n.next
+
+    def chain_back(self, adapter: Adapter, route: Binding, head: NetBufferList, rule_id: str, what: str) -> None:
+        """A NetBufferListChain handed back at a completion (failed initiate node: R-OFF-23; terminate:
+        R-TRM-11/12) goes to the binding its SourceHandle names: unstamp, uncount, ownership to the host.
+        Idempotent: NBLs a shim (or the target's own completion) already gave back are skipped."""
+        owner = adapter.owner
+        self.v.count(rule_id)
+        n: NetBufferList | None = head
+        while n is not None:
+            sh = n.source_handle
+            b = route
+            self.chain_nbls.pop(n.serial, None)
+            if type(sh) is tuple and sh[0].adapter is adapter:
+                b = sh[0]
+                b.sends_out -= 1
+                n.source_handle = sh[1]
+                n.nb_snapshot = NO_SNAPSHOT
+            to = b.protocol.name
+            cur = n.owner
+            if cur == owner:
+                n.owner = to
+                n.history = push_history(n.history, (what, owner, to))
+            elif cur != to:
+                self.v.fail(rule_id, f"{what}: {adapter.name} handed back {n!r} it does not hold (owner {cur})", n)
+            n = n.next
+
+    def buffered_data_up(self, adapter: Adapter, route: Binding, node: MiniportOffloadBlockList) -> None:
+        """R-TRM-16: a terminated TCP node's BufferedData passes to the host, which gives it back with
+        NdisOffloadTcpReceiveReturn. Idempotent with a target that already handed it over itself; a
+        recycled indication NBL used for it loses its refused mark (R-IND-07)."""
+        head = _buffered_data(node)
+        if head is None:
+            return
+        owner = adapter.owner
+        to = route.protocol.name
+        refused = adapter.chimney_refused
+        hop = ("NdisMTerminateOffloadComplete BufferedData", owner, to)
+        n: NetBufferList | None = head
+        while n is not None:
+            refused.discard(n.serial)
+            if n.owner == owner:
+                n.owner = to
+                n.history = push_history(n.history, hop)
+            n = n.next
 
     def state_complete(self, op: Op, adapter: Adapter, mbl: MiniportOffloadBlockList) -> bool:
         v = self.v
@@ -650,7 +775,28 @@ class BoundaryChecks:
                         v.check(slot.value is not None, "R-TREE-07", f"{what}: offloaded node without context", node)
                     else:
                         v.check(slot.value is None, "R-TREE-08", f"{what}: failed node wrote a context", node)
+        self.chains_back(op, adapter, mbl)
         return True
+
+    def chains_back(self, op: Op, adapter: Adapter, mbl: MiniportOffloadBlockList) -> None:
+        """NetBufferListChain of failed initiate nodes (R-OFF-23, untouched) and of terminated nodes, and
+        BufferedData of terminated TCP nodes (R-TRM-16), back to the host."""
+        if op is not Op.INITIATE and op is not Op.TERMINATE:
+            return
+        route = mbl.ndis_reserved[1]
+        if not (type(route) is tuple and route[0] is op):
+            return  # core raises NdisUsageError for this root right after
+        binding: Binding = route[1]
+        what = _OP_NDIS_NAME[op]
+        for node in iter_tree(mbl):
+            head = node.net_buffer_list_chain
+            if op is Op.INITIATE:
+                if head is not None and node.status not in _OK_NODE_STATUSES:
+                    self.chain_back(adapter, binding, head, "R-OFF-23", f"{what} (failed) NetBufferListChain")
+            else:
+                if head is not None:
+                    self.chain_back(adapter, binding, head, "R-NBL-02", f"{what} NetBufferListChain")
+                self.buffered_data_up(adapter, binding, node)
 
     # -- chimney I/O -----------------------------------------------------------------------------------------
 
@@ -666,6 +812,7 @@ class BoundaryChecks:
     def receive_indication(self, binding: Binding, nbl: NetBufferList, status: int) -> int:
         """Before ProtocolTcpOffloadReceiveIndicate: R-IND-02/03; the host owns the NBL during the call."""
         v = self.v
+        binding.adapter.chimney_refused.discard(nbl.serial)  # R-IND-07: a re-indicated NBL starts afresh
         v.check(nbl.next is None, "R-IND-02", "indicated NBL has a Next NBL", nbl)
         v.check(status == NdisStatus.SUCCESS, "R-IND-03", f"indication Status {status!r}", nbl)
         nb = nbl.first_net_buffer
@@ -814,12 +961,36 @@ class BoundaryChecks:
             + ", ".join(repr(n) for n in held_rx),
             *held_rx,
         )
+        held = self.offloaded_send_data(binding)
         v.check(
-            binding.sends_out == 0,
+            binding.sends_out - held == 0,
             "R-NBL-02",
-            f"{what} {binding.name} with {binding.sends_out} sent NBL(s) not completed\n"
+            f"{what} {binding.name} with {binding.sends_out - held} sent NBL(s) not completed\n"
             + self.tracker.leak_report(adapter.owner),
         )
+
+    def _prune_chain_nbls(self) -> None:
+        """Forget chain NBLs that came back (send-completed, or returned without a terminate)."""
+        chain_nbls = self.chain_nbls
+        for serial, n in list(chain_nbls.items()):
+            sh = n.source_handle
+            if type(sh) is not tuple or n.owner != sh[0].adapter.owner:
+                del chain_nbls[serial]
+
+    def offloaded_send_data(self, binding: Binding) -> int:
+        """NetBufferListChain NBLs of `binding` the target still holds as send data of offloaded
+        connections. Not counted as sends left over at unbind: they belong to the offloaded connection
+        (its terminate gives them back), not to the binding's send path."""
+        self._prune_chain_nbls()
+        held = 0
+        for n in self.chain_nbls.values():
+            sh = n.source_handle
+            while type(sh) is tuple:  # below IMs the binding's stamp sits deeper in the stack
+                if sh[0] is binding:
+                    held += 1
+                    break
+                sh = sh[1]
+        return held
 
     def pause_complete(self, adapter: Adapter) -> None:
         for b in adapter.bindings:
@@ -899,6 +1070,44 @@ class BoundaryChecks:
         return True
 
 _UPLOAD_REASONS = frozenset(int(r) for r in TcpUploadReason)
+_OK_NODE_STATUSES = (NdisStatus.SUCCESS, NdisStatus.OFFLOAD_PARTIAL_SUCCESS)
+
+
+def chimney_blocked(adapter: Adapter) -> bool:
+    """NDIS fails state operations on this adapter itself: no chimney handlers below (R-IM-13), or halted."""
+    dh = adapter.dh
+    return dh.provider_generic is None or dh.provider_tcp is None or adapter.state is AdapterState.HALTED
+
+
+def _buffered_data(node: MiniportOffloadBlockList) -> NetBufferList | None:
+    for s in node.state or ():
+        if type(s) is TcpOffloadStateDelegated:
+            return s.buffered_data  # type: ignore[no-any-return]
+    return None
+
+
+def _stamp_chains(binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
+    """Verifier OFF on a stamped adapter: NetBufferListChain NBLs carry the binding like sends do."""
+    for node in iter_tree(pbl):
+        n = node.net_buffer_list_chain
+        while n is not None:
+            sh = n.source_handle
+            if not (type(sh) is tuple and sh[0] is binding):
+                n.source_handle = (binding, sh)
+            n = n.next
+
+
+def _unstamp_chains(op: Op, adapter: Adapter, mbl: MiniportOffloadBlockList) -> None:
+    """Verifier OFF: what `BoundaryChecks.chains_back` does for routing (no ownership bookkeeping)."""
+    for node in iter_tree(mbl):
+        if op is Op.INITIATE and node.status in _OK_NODE_STATUSES:
+            continue
+        n = node.net_buffer_list_chain
+        while n is not None:
+            sh = n.source_handle
+            if type(sh) is tuple and sh[0].adapter is adapter:
+                n.source_handle = sh[1]
+            n = n.next
 
 
 def pnode_role(node: MiniportOffloadBlockList) -> NodeRole:
@@ -927,7 +1136,8 @@ class Ndis(ReceivePath):
         self.bindings: list[Binding] = []
         self.counters: dict[str, int] = {"paused_send_drops": 0, "chimney_blocked": 0}
         # Later rule sets subclass BoundaryChecks and pass the class here (one method per crossing).
-        self._chk: BoundaryChecks | None = (checks or BoundaryChecks)(self) if self.verifier.enabled else None
+        chk_cls = checks or DEFAULT_CHECKS or BoundaryChecks
+        self._chk: BoundaryChecks | None = chk_cls(self) if self.verifier.enabled else None
 
     # ================================================================ registration and configuration
 
@@ -1266,6 +1476,8 @@ class Ndis(ReceivePath):
     def m_indicate_status_ex(self, miniport_handle: Adapter, status: int, buffer: Any = None, port: int = 0) -> None:
         """NdisMIndicateStatusEx: every binding's ProtocolStatusEx. OFFLOAD_RESUME and
         TCP_CONNECTION_OFFLOAD_HARDWARE_CAPABILITIES carry new capabilities, which NDIS records."""
+        if self._chk is not None:
+            self._chk.status_indication(miniport_handle, status)
         if status in (NdisStatus.OFFLOAD_RESUME, NdisStatus.TCP_CONNECTION_OFFLOAD_HARDWARE_CAPABILITIES) and isinstance(
             buffer, NdisTcpConnectionOffload
         ):
@@ -1286,6 +1498,10 @@ class Ndis(ReceivePath):
             oid in NDIS_ANSWERED_QUERIES or oid == OID_TCP_CONNECTION_OFFLOAD_PARAMETERS
         ):
             return self._answer_oid(adapter, request)
+        if request.type is NdisRequestType.QUERY and oid == OID_TCP_TASK_OFFLOAD and not adapter.chimney_capable:
+            # R-IM-13: no chimney handlers at this adapter (IM or NIC): NDIS itself says no chimney.
+            request.status = NdisStatus.NOT_SUPPORTED
+            return request.status
         if request.type is NdisRequestType.SET and oid in NDIS_ANSWERED_QUERIES:
             request.status = NdisStatus.NOT_SUPPORTED
             return request.status
@@ -1299,13 +1515,13 @@ class Ndis(ReceivePath):
         return status
 
     def _answer_oid(self, adapter: Adapter, request: NdisOidRequest) -> int:
-        if request.oid == OID_TCP_CONNECTION_OFFLOAD_PARAMETERS:
-            value = adapter.offload_params
-        elif adapter.chimney_capable:
-            value = adapter.offload_caps
-        else:
+        if not adapter.chimney_capable:
             # R-IM-13: no chimney handlers below this point means no chimney, whatever is advertised.
             value = None
+        elif request.oid == OID_TCP_CONNECTION_OFFLOAD_PARAMETERS:
+            value = adapter.offload_params
+        else:
+            value = adapter.offload_caps
         if value is None:
             request.status = NdisStatus.NOT_SUPPORTED
         else:
@@ -1356,29 +1572,62 @@ class Ndis(ReceivePath):
             m.status = STATUS_UNSET
         mbl.ndis_reserved[1] = (op, binding)
         generic = adapter.dh.provider_generic
-        if generic is None or adapter.dh.provider_tcp is None or adapter.state is AdapterState.HALTED:
-            # No chimney below (R-IM-13): NDIS fails the whole tree itself.
-            self.counters["chimney_blocked"] += 1
-            for m in iter_tree(mbl):
-                m.status = NdisStatus.FAILURE
-            self._deliver_state_complete(op, binding, mbl)
+        blocked = generic is None or adapter.dh.provider_tcp is None or adapter.state is AdapterState.HALTED
+        if chk is None and adapter.stamp and op is Op.INITIATE and not blocked:
+            _stamp_chains(binding, pbl)
+        if chk is None:
+            if blocked:
+                self._fail_tree(op, binding, mbl)
+            else:
+                getattr(generic, _OP_PROVIDER[op])(adapter.context, mbl)  # type: ignore[union-attr]
             return
-        if chk is not None:
-            adapter.outstanding_roots[id(mbl)] = (op, mbl)
-        getattr(generic, _OP_PROVIDER[op])(adapter.context, mbl)
+        chk.state_call_enter(op, binding, pbl, blocked)
+        try:
+            if blocked:
+                self._fail_tree(op, binding, mbl)
+            else:
+                adapter.outstanding_roots[id(mbl)] = (op, mbl)
+                getattr(generic, _OP_PROVIDER[op])(adapter.context, mbl)  # type: ignore[union-attr]
+        finally:
+            chk.state_call_exit(op, binding, pbl, blocked)
+
+    def _fail_tree(self, op: Op, binding: Binding, mbl: MiniportOffloadBlockList) -> None:
+        """No chimney below (R-IM-13): NDIS fails the whole tree itself and completes it inline."""
+        self.counters["chimney_blocked"] += 1
+        for m in iter_tree(mbl):
+            m.status = NdisStatus.FAILURE
+        if self._chk is not None:
+            # Nothing was handed down; this only undoes what a caller-side shim may have stamped.
+            self._chk.chains_back(op, binding.adapter, mbl)
+        self._deliver_state_complete(op, binding, mbl)
 
     def _state_complete(self, op: Op, miniport_handle: Adapter, mbl: MiniportOffloadBlockList) -> None:
         chk = self._chk
         if chk is not None:
-            if not chk.state_complete(op, miniport_handle, mbl):
-                return
-            del miniport_handle.outstanding_roots[id(mbl)]
+            try:
+                self._state_complete_checked(op, chk, miniport_handle, mbl)
+            finally:
+                chk.state_complete_returned(op, miniport_handle, mbl)
+            return
         route = mbl.ndis_reserved[1]
         if not (type(route) is tuple and route[0] is op):
             raise NdisUsageError(f"{_OP_NDIS_NAME[op]}: {mbl!r} is not the root of a {op.value} tree NDIS passed down")
         binding: Binding = route[1]
-        if chk is not None:
-            self._track_offloaded(op, miniport_handle, binding, mbl)
+        if miniport_handle.stamp and (op is Op.INITIATE or op is Op.TERMINATE):
+            _unstamp_chains(op, miniport_handle, mbl)
+        self._deliver_state_complete(op, binding, mbl)
+
+    def _state_complete_checked(
+        self, op: Op, chk: BoundaryChecks, miniport_handle: Adapter, mbl: MiniportOffloadBlockList
+    ) -> None:
+        if not chk.state_complete(op, miniport_handle, mbl):
+            return
+        del miniport_handle.outstanding_roots[id(mbl)]
+        route = mbl.ndis_reserved[1]
+        if not (type(route) is tuple and route[0] is op):
+            raise NdisUsageError(f"{_OP_NDIS_NAME[op]}: {mbl!r} is not the root of a {op.value} tree NDIS passed down")
+        binding: Binding = route[1]
+        self._track_offloaded(op, miniport_handle, binding, mbl)
         self._deliver_state_complete(op, binding, mbl)
 
     def _track_offloaded(self, op: Op, adapter: Adapter, binding: Binding, mbl: MiniportOffloadBlockList) -> None:
@@ -1390,16 +1639,6 @@ class Ndis(ReceivePath):
                 adapter.offloaded[id(slot)] = slot
             elif op is Op.TERMINATE and node.status == NdisStatus.SUCCESS:
                 adapter.offloaded.pop(id(slot), None)
-        if op is Op.TERMINATE:
-            for node in iter_tree(mbl):
-                if node.net_buffer_list_chain is not None:
-                    self.tracker.transfer(
-                        node.net_buffer_list_chain,
-                        frm=adapter.owner,
-                        to=binding.protocol.name,
-                        rule_id="R-NBL-02",
-                        op="NdisMTerminateOffloadComplete NetBufferListChain",
-                    )
 
     def _deliver_state_complete(self, op: Op, binding: Binding, mbl: MiniportOffloadBlockList) -> None:
         mbl.ndis_reserved[1] = None
@@ -1460,19 +1699,35 @@ class Ndis(ReceivePath):
             raise NdisUsageError(f"{what}: {offload_handle!r} was never offloaded through NDIS")
         binding: Binding = ref.binding
         adapter = binding.adapter
+        slot = offload_handle.miniport_offload_context
+        tcp = adapter.dh.provider_tcp
+        if slot is None or tcp is None:
+            self._io_refused(what, offload_handle, adapter)
         chk = self._chk
-        if chk is not None:
+        if chk is None:
+            if adapter.stamp:
+                n: NetBufferList | None = nbl
+                while n is not None:
+                    n.source_handle = (binding, n.source_handle)
+                    n = n.next
+            return getattr(tcp, slot_name)(adapter.context, slot.value, nbl, *extra)  # type: ignore[no-any-return]
+        kind = _IO_KIND[what]
+        token = chk.io_enter(kind, offload_handle, nbl, extra)
+        try:
             chk.send(binding, nbl, what)
-        elif adapter.stamp:
-            n: NetBufferList | None = nbl
-            while n is not None:
-                n.source_handle = (binding, n.source_handle)
-                n = n.next
-        handler = getattr(adapter.dh.provider_tcp, slot_name)
-        status = handler(adapter.context, offload_handle.miniport_offload_context.value, nbl, *extra)
-        if chk is not None:
+            status = getattr(tcp, slot_name)(adapter.context, slot.value, nbl, *extra)
             chk.io_return(status, rule_id, what, nbl)
-        return status
+        finally:
+            chk.io_exit(kind, offload_handle, token)
+        return status  # type: ignore[no-any-return]
+
+    def _io_refused(self, what: str, offload_handle: NdisOffloadHandle, adapter: Adapter) -> None:
+        """I/O on a handle no chimney target can take (R-IM-13: NDIS failed its initiate itself because
+        nothing below registered chimney handlers; or a handle without a MiniportOffloadContext slot):
+        refused with a clear error before anything is stamped. A handle whose initiate the target failed
+        still goes down: the provider refuses it (target: REQUEST_ABORTED, IM: ImUsageError)."""
+        reason = f"{adapter.name} has no chimney handlers" if adapter.dh.provider_tcp is None else "no context slot"
+        raise NdisUsageError(f"{what} on {offload_handle!r}: {reason} (its offload never reached a target)")
 
     def offload_tcp_send(self, offload_handle: NdisOffloadHandle, nbl: NetBufferList) -> int:
         """NdisOffloadTcpSend -> MiniportTcpOffloadSend(ctx, MiniportOffloadContext, NBL); PENDING only (R-SEND-01)."""
@@ -1496,10 +1751,13 @@ class Ndis(ReceivePath):
         """NdisOffloadTcpReceiveReturn(NdisBindingHandle, NBL) -> MiniportTcpOffloadReceiveReturn, which must
         return SUCCESS synchronously (R-IND-13). Returning a refused indication breaks R-IND-07."""
         adapter = binding.adapter
+        tcp = adapter.dh.provider_tcp
+        if tcp is None:
+            raise NdisUsageError(f"NdisOffloadTcpReceiveReturn on {binding!r}: {adapter.name} has no chimney handlers")
         chk = self._chk
         if chk is not None:
             chk.receive_return(binding, nbl)
-        status = adapter.dh.provider_tcp.tcp_offload_receive_return_handler(adapter.context, nbl)  # type: ignore[union-attr]
+        status = tcp.tcp_offload_receive_return_handler(adapter.context, nbl)
         if chk is not None:
             chk.receive_return_status(status, nbl)
         return status
@@ -1558,13 +1816,18 @@ class Ndis(ReceivePath):
             raise NdisUsageError(f"NdisTcpOffloadReceiveHandler: {ndis_offload_handle!r} is not an NdisOffloadHandle")
         binding: Binding = ndis_offload_handle.binding
         chk = self._chk
-        indicated = 0
-        if chk is not None:
-            indicated = chk.receive_indication(binding, nbl, status)
         handler = binding.dh.client_tcp.tcp_offload_receive_indicate_handler  # type: ignore[union-attr]
-        ret, consumed = handler(ndis_offload_handle.upper, nbl, status)
-        if chk is not None:
-            chk.receive_indication_result(binding, nbl, ret, consumed, indicated)
+        if chk is None:
+            return handler(ndis_offload_handle.upper, nbl, status)  # type: ignore[no-any-return]
+        token = chk.indication_enter(ndis_offload_handle, nbl, status)
+        result: tuple[int, int] | None = None
+        try:
+            indicated = chk.receive_indication(binding, nbl, status)
+            result = handler(ndis_offload_handle.upper, nbl, status)
+        finally:
+            chk.indication_exit(ndis_offload_handle, token, result)
+        ret, consumed = result  # type: ignore[misc]
+        chk.receive_indication_result(binding, nbl, ret, consumed, indicated)
         return ret, consumed
 
     def tcp_offload_event_handler(
@@ -1574,12 +1837,18 @@ class Ndis(ReceivePath):
         if not isinstance(ndis_offload_handle, NdisOffloadHandleRef):
             self.verifier.fail("R-TREE-14", f"NdisTcpOffloadEventHandler with {ndis_offload_handle!r}")
             raise NdisUsageError(f"NdisTcpOffloadEventHandler: {ndis_offload_handle!r} is not an NdisOffloadHandle")
-        if self._chk is not None:
-            self._chk.tcp_event(event_type, event_specific_information)
         binding: Binding = ndis_offload_handle.binding
-        binding.dh.client_tcp.tcp_offload_event_handler(  # type: ignore[union-attr]
-            ndis_offload_handle.upper, event_type, event_specific_information
-        )
+        handler = binding.dh.client_tcp.tcp_offload_event_handler  # type: ignore[union-attr]
+        chk = self._chk
+        if chk is None:
+            handler(ndis_offload_handle.upper, event_type, event_specific_information)
+            return
+        token = chk.event_enter(ndis_offload_handle, event_type, event_specific_information)
+        try:
+            chk.tcp_event(event_type, event_specific_information)
+            handler(ndis_offload_handle.upper, event_type, event_specific_information)
+        finally:
+            chk.event_exit(ndis_offload_handle, token)
 
     def m_offload_event_indicate(
         self, miniport_handle: Adapter, mbl: MiniportOffloadBlockList | None, indication_code: int
