@@ -245,17 +245,27 @@ def serve(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
-    name: str = typer.Argument(..., help="Benchmark name: a file bench/bench_<name>.py (e.g. codec, nbl_roundtrip, tap)."),
-    quick: bool = typer.Option(False, help="Shorter run (noisier figures)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result dictionary as JSON."),
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Benchmark name: a file bench/bench_<name>.py (see `chimney benchmarks`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result dictionary of run() as JSON."),
+    quick: bool = typer.Option(False, "--quick", help="Shorter run (noisier figures)."),
 ) -> None:
-    """Run a benchmark from bench/ and print its figures and ratios."""
-    mod = _load_bench(name)
-    result = mod.run(quick)
+    """Run a benchmark from bench/: it prints its figures and the ratios to its same-run reference.
+
+    Extra arguments are passed to the benchmark script (e.g. `chimney bench offload -- 8`)."""
+    path = BENCH_DIR / f"bench_{name}.py"
+    if not path.exists():
+        raise typer.BadParameter(f"no benchmark {name!r} (looked for {path}); see `chimney benchmarks`")
     if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
+        mod = _load_bench(name)
+        typer.echo(json.dumps(mod.run(quick), indent=2, default=str))
+        return
+    import subprocess
+
+    argv = [sys.executable, str(path), *(["--quick"] if quick else []), *ctx.args]
+    raise typer.Exit(subprocess.call(argv))
 
 
 @app.command("benchmarks")
