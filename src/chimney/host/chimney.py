@@ -42,7 +42,7 @@ from enum import Enum
 from typing import Any
 
 from chimney.host.ip import IcmpError
-from chimney.host.ndis_binding import NdisHostBinding
+from chimney.host.ndis_binding import NdisHostBinding, offload_parameters
 from chimney.host.neighbor import NeighborState
 from chimney.host.policy import OffloadPolicy
 from chimney.host.stack import HostStack
@@ -196,6 +196,7 @@ class ChimneyPath(TcbPath):
 
     __slots__ = (
         "aborted",
+        "at_target",
         "cached",
         "cfg_changes",
         "const",
@@ -216,6 +217,7 @@ class ChimneyPath(TcbPath):
         "pending_shutdown",
         "phase",
         "posts_out",
+        "rd_want",
         "refused",
         "returns",
         "rx_refs",
@@ -260,6 +262,13 @@ class ChimneyPath(TcbPath):
         self.rx_refs: dict[int, list[Any]] = {}  # nbl serial -> [nbl, views left]
         self.returns: list[NetBufferList] = []
         self.refused = False
+        # Receive window through the chimney: the target's window is SO_RCVBUF minus what it buffers, so the
+        # socket keeps no data the application has not asked for. Indications are refused (R-IND-05/06)
+        # except while recv() is taking `rd_want` bytes; `at_target` is what the last refusal offered
+        # (buffered at the target, readable), and recv() re-enables indications with a zero-byte
+        # receive request (R-IND-08/10) to take it.
+        self.at_target = 0
+        self.rd_want = 0
         self.zero_post_pending = False
         self.posts_out = 0
         # The socket may have been waiting on the host path when it was frozen: wake it at the first
@@ -285,7 +294,10 @@ class ChimneyPath(TcbPath):
 
     @property
     def readable(self) -> int:
-        return self.rx_size
+        # Refused data is readable only while recv() can fetch it (`at_target` stays 0 unless the manager
+        # holds unread data at the target); during an upload it comes back to the host engine with the
+        # terminate's BufferedData (the socket is woken then).
+        return self.rx_size + self.at_target if self.phase is Phase.OFFLOADED else self.rx_size
 
     @property
     def send_space(self) -> int:
@@ -323,8 +335,20 @@ class ChimneyPath(TcbPath):
         return n
 
     def recv(self, max_bytes: int) -> memoryview | bytes:
+        if max_bytes == 0:
+            return b""
+        hold = self.manager.hold_unread_at_target
+        if hold and self.refused and self.rd_want == 0 and self.phase is Phase.OFFLOADED:
+            want = max_bytes if max_bytes > 0 else self.rcv_limit
+            if want > self.rx_size:
+                # The target indicates again inside NdisOffloadTcpReceive (R-IND-10): accept up to `want`.
+                self.rd_want = want
+                try:
+                    self._do_zero_post()
+                finally:
+                    self.rd_want = 0
         q = self.rxq
-        if not q or max_bytes == 0:
+        if not q:
             return b""
         if max_bytes < 0 or max_bytes > self.rx_size:
             max_bytes = self.rx_size
@@ -346,7 +370,7 @@ class ChimneyPath(TcbPath):
         self.rx_size -= got
         # The NBL memory is lent by the target: the user gets a copy (as a real recv() would).
         out = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
-        if self.refused and self.phase is Phase.OFFLOADED and self.rx_size * 2 <= self.rcv_limit:
+        if not hold and self.refused and self.phase is Phase.OFFLOADED and self.rx_size * 2 <= self.rcv_limit:
             self._post_zero_receive()
         return out
 
@@ -363,6 +387,13 @@ class ChimneyPath(TcbPath):
             self.pending_shutdown = True
 
     def close(self) -> None:
+        # RFC 1122 4.2.2.13 (RFC 2525 2.17): closing with received data unread loses it, which the peer
+        # learns from a RST: TCP_DISCONNECT_ABORTIVE_CLOSE, as the host engine's close() does. `refused`
+        # means the target still buffers data the socket never took (R-IND-05/06).
+        if self.rx_size > 0 or self.refused or self.at_target > 0:
+            if not self.aborted:
+                self.abort()
+            return
         self.shutdown()
 
     def abort(self) -> None:
@@ -457,6 +488,7 @@ class ChimneyPath(TcbPath):
             return
         m = self.manager
         self.refused = False
+        self.at_target = 0  # the target indicates it again (the socket is woken then)
         nbl = NetBufferList(NetBuffer(None, 0, 0), m.binding.name)
         nbl.protocol_reserved[0] = self
         self.posts_out += 1
@@ -530,16 +562,21 @@ class ChimneyPath(TcbPath):
     # ------------------------------------------------------------------ indications and completions
 
     def indicate(self, nbl: NetBufferList) -> tuple[int, int]:
-        """ProtocolTcpOffloadReceiveIndicate: keep the NBL (zero copy) when the socket buffer has room;
-        refuse (NOT_ACCEPTED / PARTIALLY_ACCEPTED) when it does not (R-IND-05/06)."""
+        """ProtocolTcpOffloadReceiveIndicate: keep the NBL (zero copy) for a recv() in progress, up to what
+        it asked for; refuse (NOT_ACCEPTED / PARTIALLY_ACCEPTED) the rest (R-IND-05/06), so unread data
+        stays at the target and closes its receive window as unread data closes the host engine's."""
         n = nbl.data_length()
-        space = self.rcv_limit - self.rx_size
         m = self.manager
+        hold = m.hold_unread_at_target
+        space = (self.rd_want if hold else self.rcv_limit) - self.rx_size
         if self.phase is not Phase.OFFLOADED:
             m.stats["indications_not_offloaded"] += 1
         if space <= 0:
             self.refused = True
             m.stats["ind_refused"] += 1
+            if hold:
+                self.at_target = n
+                self._wake([DataReadable(n, False)])
             return NdisStatus.OFFLOAD_DATA_NOT_ACCEPTED, 0
         nb = nbl.first_net_buffer
         assert nb is not None
@@ -556,6 +593,8 @@ class ChimneyPath(TcbPath):
         self.rxq.append([nb.copy_data(0, space), None])
         self.rx_size += space
         self.refused = True
+        if hold:
+            self.at_target = n - space
         m.stats["ind_partial"] += 1
         m.stats["ind_bytes"] += space
         self._wake([DataReadable(space, False)])
@@ -605,10 +644,27 @@ class OffloadManager:
         mgr.offload(tcb); mgr.upload(tcb); mgr.upload_all()
 
     `stats` counts everything the tests check (completions in order, refused indications, per-status
-    initiate results in `initiate_results`)."""
+    initiate results in `initiate_results`).
 
-    def __init__(self, stack: HostStack, binding: NdisHostBinding, policy: OffloadPolicy | None = None) -> None:
+    `hold_unread_at_target`: how receive indications are taken (ChimneyPath.indicate). False (default):
+    accepted up to the socket's free receive space (SO_RCVBUF minus unread), refused beyond it
+    (R-IND-05/06), a zero-byte receive re-enables them once the user has read half of it (R-IND-08/10);
+    the target's window then covers only what it buffers itself. True: the socket keeps nothing the
+    user has not asked for (indications are refused except inside recv(), which re-enables them with a
+    zero-byte receive and takes what it asked for), so unread data stays at the target and closes its
+    window exactly as unread data closes the host engine's (the packetdrill window scripts); the peer's
+    FIN is then learnt (TcpIndicateDisconnect) only once that data is read."""
+
+    def __init__(
+        self,
+        stack: HostStack,
+        binding: NdisHostBinding,
+        policy: OffloadPolicy | None = None,
+        *,
+        hold_unread_at_target: bool = False,
+    ) -> None:
         self.stack = stack
+        self.hold_unread_at_target = hold_unread_at_target
         self.binding = binding
         binding.manager = self
         ndis = binding.ndis
@@ -955,8 +1011,14 @@ class OffloadManager:
         hp = HostPath(self.transport, tcb)
         tcb.set_path(hp)
         hp.kick()
-        if cp.cfg_changes:
-            hp.configure(**cp.cfg_changes)  # options set while offloaded (import restored the old cached ones)
+        # Options set while offloaded: the import restored the cached ones the target held, so replay only
+        # what differs; replaying an equal keepalive setting would re-arm keepalive from zero and lose the
+        # deadline the target handed back in the delegated state (R-TMR-09, R-TRM-25).
+        cfg = conn.cfg
+        missing = object()
+        changes = {k: v for k, v in cp.cfg_changes.items() if getattr(cfg, k, missing) != v}
+        if changes:
+            hp.configure(**changes)
         now = self.scheduler.now
         for d in cp.held_sends:
             conn.send(d, now)
@@ -1807,7 +1869,6 @@ def build_offload_pair(
     host B (198.18.0.2) a plain HostStack on `link.b`. `impairments`: one for both directions or an
     (a_to_b, b_to_a) pair. `target_options`: TargetLimits fields. `seed` names the target adapter (the
     scheduler's own seed drives randomness)."""
-    from chimney.ndis.oid import NdisTcpConnectionOffloadParameters
     from chimney.target import EmulatedNic, OffloadTarget, TargetLimits
 
     if isinstance(impairments, tuple):
@@ -1823,7 +1884,7 @@ def build_offload_pair(
     ndis.register_miniport_driver(target)
     adapter = ndis.add_adapter(target, f"nic{seed}")
     host_a = HostStack(scheduler, "A")
-    binding = NdisHostBinding(host_a, params=NdisTcpConnectionOffloadParameters(ticks_per_second=ticks_per_second))
+    binding = NdisHostBinding(host_a, params=offload_parameters(host_a.tcp.config, ticks_per_second))
     binding.attach(ndis, adapter, mac=nic.mac, addresses=["198.18.0.1/24"], mtu=link.a.mtu)
     manager = OffloadManager(host_a, binding, policy)
     host_b = HostStack(scheduler, "B")

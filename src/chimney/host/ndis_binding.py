@@ -33,6 +33,8 @@ from chimney.ndis.oid import (
 )
 from chimney.ndis.receive import NDIS_RECEIVE_FLAGS_RESOURCES
 from chimney.ndis.status import NdisStatus
+from chimney.sim.scheduler import NS_PER_S
+from chimney.tcp import TcpConfig
 
 if TYPE_CHECKING:
     from chimney.host.chimney import OffloadManager
@@ -42,6 +44,22 @@ _SUCCESS = NdisStatus.SUCCESS
 _PENDING = NdisStatus.PENDING
 
 
+def offload_parameters(cfg: TcpConfig, ticks_per_second: int = 1000) -> NdisTcpConnectionOffloadParameters:
+    """NDIS_TCP_CONNECTION_OFFLOAD_PARAMETERS carrying the stack's own delayed-ACK behaviour, so an offloaded
+    connection ACKs as the host engine would (R-INIT-12: the target takes TcpDelayedAckTicks and
+    TcpAckFrequency from these adapter-wide parameters). Both fields are UCHARs: clamped to 1..255;
+    TcpDelayedAckTicks 0 turns delayed ACKs off."""
+    if cfg.delayed_ack:
+        ticks = -(-cfg.delack_timeout_ns * ticks_per_second // NS_PER_S)  # round up: never ACK earlier
+        delack = min(max(ticks, 1), 255)
+        freq = min(max(cfg.ack_frequency, 1), 255)
+    else:
+        delack, freq = 0, 1
+    return NdisTcpConnectionOffloadParameters(
+        ticks_per_second=ticks_per_second, tcp_delayed_ack_ticks=delack, tcp_ack_frequency=freq
+    )
+
+
 class NdisHostBinding(ProtocolDriver):
     """One host stack bound to one (chimney-capable or plain) miniport adapter.
 
@@ -49,7 +67,7 @@ class NdisHostBinding(ProtocolDriver):
         iface = hb.attach(ndis, adapter, mac=nic.mac, addresses=["198.18.0.1/24"])
 
     `caps` is the adapter's NDIS_TCP_CONNECTION_OFFLOAD (None: no chimney below), `params` what the
-    host set (TicksPerSecond etc.). The chimney callbacks go to `manager` once one is attached."""
+    host set (TicksPerSecond etc.; default `offload_parameters(stack.tcp.config)`). The chimney callbacks go to `manager` once one is attached."""
 
     def __init__(
         self,
@@ -63,7 +81,7 @@ class NdisHostBinding(ProtocolDriver):
         self.binding: Binding | None = None
         self.iface: Interface | None = None
         self.caps: NdisTcpConnectionOffload | None = None
-        self.params = params if params is not None else NdisTcpConnectionOffloadParameters(ticks_per_second=1000)
+        self.params = params if params is not None else offload_parameters(stack.tcp.config)
         self.params_accepted = False
         self.manager: OffloadManager | None = None
         self.offload_paused = False
@@ -259,4 +277,4 @@ class NdisHostBinding(ProtocolDriver):
         return self._mgr().receive_indicate(offload_context, nbl, status)
 
 
-__all__ = ["NdisHostBinding"]
+__all__ = ["NdisHostBinding", "offload_parameters"]

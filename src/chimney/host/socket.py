@@ -62,6 +62,13 @@ POLLRDHUP = 0x2000
 POLL_ALL = POLLIN | POLLPRI | POLLOUT | POLLERR | POLLHUP | POLLNVAL | POLLRDHUP
 
 _SEND_STATES = (TcpConnectionState.Established, TcpConnectionState.CloseWait)
+# States entered by processing the peer's FIN (RFC 9293 3.10.7.4 eighth step).
+_PEER_FIN_STATES = (
+    TcpConnectionState.CloseWait,
+    TcpConnectionState.LastAck,
+    TcpConnectionState.Closing,
+    TcpConnectionState.TimeWait,
+)
 Address = tuple[str, int]
 
 
@@ -408,7 +415,13 @@ class Socket:
         if n < 0:
             raise oserror(errno.EINVAL, "negative length")
         if path.readable:
-            return path.recv(n) if n else b""
+            if not n:
+                return b""
+            data = path.recv(n)
+            if data:
+                return data
+            # An offloaded path may count data still buffered at the target that it could not fetch
+            # synchronously: that is "no data yet", never EOF.
         if self._shut_rd:
             return b""
         err = self._take_error()
@@ -618,7 +631,9 @@ class Socket:
             return m
         if path.readable or self._shut_rd:
             m |= POLLIN
-        if tcb.peer_closed:
+        # Linux tcp_poll: RCV_SHUTDOWN (set when the FIN is processed, data may still be queued before it)
+        # gives POLLIN|POLLRDHUP at once; the PeerClosed event only comes once that data has been read.
+        if tcb.peer_closed or path.state in _PEER_FIN_STATES:
             m |= POLLIN | POLLRDHUP
             if self._shut_wr:
                 m |= POLLHUP

@@ -344,10 +344,9 @@ class OffloadError(Exception):
 
 def _offload_world(sched: SimScheduler, stack: HostStack, port: ScriptPort, cidr: str) -> tuple[Any, Any, bytes]:
     from chimney.host.chimney import HostChimneyChecks, OffloadManager
-    from chimney.host.ndis_binding import NdisHostBinding
+    from chimney.host.ndis_binding import NdisHostBinding, offload_parameters
     from chimney.host.policy import OffloadPolicy
     from chimney.ndis.core import Ndis
-    from chimney.ndis.oid import NdisTcpConnectionOffloadParameters
     from chimney.ndis.verifier import Mode, Verifier
     from chimney.target import EmulatedNic, OffloadTarget, TargetLimits
 
@@ -356,7 +355,8 @@ def _offload_world(sched: SimScheduler, stack: HostStack, port: ScriptPort, cidr
     target = OffloadTarget("toe-pd", nic, sched, TargetLimits())
     ndis.register_miniport_driver(target)
     adapter = ndis.add_adapter(target, "nic-pd")
-    binding = NdisHostBinding(stack, params=NdisTcpConnectionOffloadParameters(ticks_per_second=1000))
+    # R-INIT-12: the target's delayed ACK (TcpDelayedAckTicks / TcpAckFrequency) follows the profile's TcpConfig.
+    binding = NdisHostBinding(stack, params=offload_parameters(stack.tcp.config, ticks_per_second=1000))
     binding.attach(ndis, adapter, mac=nic.mac, addresses=[cidr], mtu=port.mtu)
     return OffloadManager(stack, binding, OffloadPolicy.explicit()), ndis, nic.mac
 
