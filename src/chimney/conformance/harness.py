@@ -14,14 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chimney.host.chimney import HostChimneyChecks, OffloadManager, OffloadPair
-from chimney.host.ndis_binding import NdisHostBinding
+from chimney.host.chimney import HostChimneyChecks, OffloadPair, build_offload_pair
 from chimney.host.policy import OffloadPolicy
-from chimney.host.stack import HostStack
 from chimney.links.impair import Impairments
-from chimney.links.p2p import Link
 from chimney.ndis.checks_chimney import ChimneyChecks
-from chimney.ndis.core import Ndis
 from chimney.ndis.verifier import Mode, Verifier
 from chimney.sim.scheduler import NS_PER_MS
 
@@ -85,30 +81,17 @@ def build_pair(
     ticks_per_second: int = 1000,
     settle_ns: int = 10 * NS_PER_MS,
 ) -> OffloadPair:
-    """Host A (198.18.0.1) through NDIS to `factory(name, nic, scheduler, limits)` on `link.a`; host B
-    (198.18.0.2) on `link.b`. Same layout and addresses as `build_offload_pair`."""
-    from chimney.ndis.oid import NdisTcpConnectionOffloadParameters
-    from chimney.target import EmulatedNic, TargetLimits
-
-    if isinstance(impairments, tuple):
-        a_to_b, b_to_a = impairments
-    else:
-        a_to_b = b_to_a = impairments
-    link = Link(scheduler, "ab", a_to_b, b_to_a, mac_a=bytes.fromhex("02000000000a"),
-                mac_b=bytes.fromhex("02000000000b"))
-    ver = verifier if verifier is not None else Verifier(Mode.RECORD)
-    ndis = Ndis(scheduler, ver, checks=ConformanceChecks)
-    nic = EmulatedNic(link.a)
-    limits = TargetLimits(**(target_options or {}))
-    target = factory(f"toe{seed}", nic, scheduler, limits)
-    ndis.register_miniport_driver(target)
-    adapter = ndis.add_adapter(target, f"nic{seed}")
-    host_a = HostStack(scheduler, "A")
-    binding = NdisHostBinding(host_a, params=NdisTcpConnectionOffloadParameters(ticks_per_second=ticks_per_second))
-    binding.attach(ndis, adapter, mac=nic.mac, addresses=["198.18.0.1/24"], mtu=link.a.mtu)
-    manager = OffloadManager(host_a, binding, policy if policy is not None else OffloadPolicy.explicit())
-    host_b = HostStack(scheduler, "B")
-    host_b.attach(link.b, addresses=["198.18.0.2/24"])
-    if settle_ns:
-        scheduler.run_until(scheduler.now + settle_ns)
-    return OffloadPair(host_a, host_b, link, ndis, target, binding, manager)
+    """`build_offload_pair` with a user's target (`factory(name, nic, scheduler, limits)`), the combined
+    conformance checks, a RECORD verifier (collect every violation) and explicit offloads by default."""
+    return build_offload_pair(
+        scheduler,
+        seed,
+        impairments,
+        target_options,
+        policy=policy if policy is not None else OffloadPolicy.explicit(),
+        verifier=verifier if verifier is not None else Verifier(Mode.RECORD),
+        ticks_per_second=ticks_per_second,
+        settle_ns=settle_ns,
+        target_factory=factory,
+        checks=ConformanceChecks,
+    )

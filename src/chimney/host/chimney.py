@@ -36,7 +36,7 @@ import copy
 import errno
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -1864,11 +1864,14 @@ def build_offload_pair(
     verifier: Verifier | None = None,
     ticks_per_second: int = 1000,
     settle_ns: int = 10 * NS_PER_MS,
+    target_factory: Callable[..., Any] | None = None,
+    checks: type[BoundaryChecks] = HostChimneyChecks,
 ) -> OffloadPair:
-    """Host A (198.18.0.1) bound through NDIS to an `OffloadTarget` whose emulated NIC sits on `link.a`;
+    """Host A (198.18.0.1) bound through NDIS to an offload target whose emulated NIC sits on `link.a`;
     host B (198.18.0.2) a plain HostStack on `link.b`. `impairments`: one for both directions or an
     (a_to_b, b_to_a) pair. `target_options`: TargetLimits fields. `seed` names the target adapter (the
-    scheduler's own seed drives randomness)."""
+    scheduler's own seed drives randomness). `target_factory(name, nic, scheduler, limits)` builds the
+    target (default: the built-in `OffloadTarget`; `chimney verify` passes a user's class)."""
     from chimney.target import EmulatedNic, OffloadTarget, TargetLimits
 
     if isinstance(impairments, tuple):
@@ -1877,10 +1880,10 @@ def build_offload_pair(
         a_to_b = b_to_a = impairments
     link = Link(scheduler, "ab", a_to_b, b_to_a, mac_a=bytes.fromhex("02000000000a"),
                 mac_b=bytes.fromhex("02000000000b"))
-    ndis = Ndis(scheduler, verifier if verifier is not None else Verifier(Mode.STRICT), checks=HostChimneyChecks)
+    ndis = Ndis(scheduler, verifier if verifier is not None else Verifier(Mode.STRICT), checks=checks)
     nic = EmulatedNic(link.a)
     limits = TargetLimits(**(target_options or {}))
-    target = OffloadTarget(f"toe{seed}", nic, scheduler, limits)
+    target = (target_factory or OffloadTarget)(f"toe{seed}", nic, scheduler, limits)
     ndis.register_miniport_driver(target)
     adapter = ndis.add_adapter(target, f"nic{seed}")
     host_a = HostStack(scheduler, "A")
