@@ -69,15 +69,6 @@ class RealTimeScheduler(Scheduler):
         heappush(self._heap, (t.when, seq, t))
         return t
 
-    def pending(self) -> int:
-        return sum(1 for e in self._heap if not e[2].cancelled)
-
-    def next_time(self) -> int | None:
-        heap = self._heap
-        while heap and heap[0][2].cancelled:
-            heappop(heap)
-        return heap[0][0] if heap else None
-
     # -- file descriptors -----------------------------------------------------------------------
 
     def _update(self, fd: int) -> None:

@@ -74,10 +74,23 @@ class Scheduler:
         self.trace: list[str] | None = None  # set to [] to record an event log
         self.events_run = 0
         self._stop_requested = False
+        # Both schedulers keep their timers here as (when, seq, Timer): tuple order is the event order.
+        self._heap: list[tuple[int, int, Timer]] = []
 
     @property
     def now(self) -> int:
         raise NotImplementedError
+
+    def pending(self) -> int:
+        """Timers scheduled and not cancelled."""
+        return sum(1 for e in self._heap if not e[2].cancelled)
+
+    def next_time(self) -> int | None:
+        """When the next live timer is due (cancelled ones at the top are dropped on the way)."""
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heappop(heap)
+        return heap[0][0] if heap else None
 
     def call_at(self, when: int, fn: Callable[..., Any], *args: Any, label: str = "") -> Timer:
         raise NotImplementedError
@@ -201,15 +214,6 @@ class SimScheduler(Scheduler):
 
     def remove_writer(self, fd: Any) -> bool:
         raise NotImplementedError("simulated scheduler has no file descriptors (use RealTimeScheduler)")
-
-    def pending(self) -> int:
-        return sum(1 for e in self._heap if not e[2].cancelled)
-
-    def next_time(self) -> int | None:
-        heap = self._heap
-        while heap and heap[0][2].cancelled:
-            heappop(heap)
-        return heap[0][0] if heap else None
 
     def _run(self, t: Timer) -> None:
         self._now = t.when
