@@ -37,8 +37,6 @@ PORT = 5002
 SOAK = os.environ.get("CHIMNEY_SOAK", "") not in ("", "0")
 NO_LEAKS = "no live NBLs (all owners)"
 
-# Every blocking call is under the socket timeout, and the driver kills it at its own deadline.
-
 
 class WireWatch:
     """A TapPort observer: per direction ("tx" ours, "rx" Linux's) TCP segments, SYN / FIN / RST counts,
