@@ -36,7 +36,7 @@ import copy
 import errno
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -1844,6 +1844,7 @@ class OffloadPair:
     target: Any
     binding: NdisHostBinding
     manager: OffloadManager
+    ims: tuple[Any, ...] = ()  # intermediate drivers between host A and the target, bottom-up
 
     def __iter__(self) -> Any:
         return iter((self.host_a, self.host_b, self.link, self.ndis, self.target))
@@ -1866,12 +1867,15 @@ def build_offload_pair(
     settle_ns: int = 10 * NS_PER_MS,
     target_factory: Callable[..., Any] | None = None,
     checks: type[BoundaryChecks] = HostChimneyChecks,
+    ims: Sequence[Callable[[str], Any]] | int = (),
 ) -> OffloadPair:
     """Host A (198.18.0.1) bound through NDIS to an offload target whose emulated NIC sits on `link.a`;
     host B (198.18.0.2) a plain HostStack on `link.b`. `impairments`: one for both directions or an
     (a_to_b, b_to_a) pair. `target_options`: TargetLimits fields. `seed` names the target adapter (the
     scheduler's own seed drives randomness). `target_factory(name, nic, scheduler, limits)` builds the
-    target (default: the built-in `OffloadTarget`; `chimney verify` passes a user's class)."""
+    target (default: the built-in `OffloadTarget`; `chimney verify` passes a user's class). `ims`: factories
+    `f(name) -> IntermediateDriver` stacked bottom-up between the target and host A's binding, or a count of
+    `PassThroughChimneyIm` drivers."""
     from chimney.target import EmulatedNic, OffloadTarget, TargetLimits
 
     if isinstance(impairments, tuple):
@@ -1886,6 +1890,15 @@ def build_offload_pair(
     target = (target_factory or OffloadTarget)(f"toe{seed}", nic, scheduler, limits)
     ndis.register_miniport_driver(target)
     adapter = ndis.add_adapter(target, f"nic{seed}")
+    if isinstance(ims, int):
+        from chimney.filters.passthrough import PassThroughChimneyIm
+
+        ims = [PassThroughChimneyIm] * ims
+    stacked: list[Any] = []
+    for i, make_im in enumerate(ims):
+        im = make_im(f"im{i}")
+        stacked.append(im)
+        adapter = ndis.add_im(im, adapter, f"im{i}-vm")
     host_a = HostStack(scheduler, "A")
     binding = NdisHostBinding(host_a, params=offload_parameters(host_a.tcp.config, ticks_per_second))
     binding.attach(ndis, adapter, mac=nic.mac, addresses=["198.18.0.1/24"], mtu=link.a.mtu)
@@ -1894,7 +1907,7 @@ def build_offload_pair(
     host_b.attach(link.b, addresses=["198.18.0.2/24"])
     if settle_ns:
         scheduler.run_until(scheduler.now + settle_ns)
-    return OffloadPair(host_a, host_b, link, ndis, target, binding, manager)
+    return OffloadPair(host_a, host_b, link, ndis, target, binding, manager, tuple(stacked))
 
 
 __all__ = [
