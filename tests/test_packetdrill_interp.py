@@ -100,8 +100,14 @@ def test_unexpected_outbound_packet_fails() -> None:
         ("+0 %{ assert tcpi_rto == 1 }%", "inline Python %{ }%"),
         ("+0 < udp (10)", "udp packet"),
         ("+0 setsockopt(4, IPPROTO_TCP, TCP_CONGESTION, \"reno\", 4) = 0", "TCP_CONGESTION"),
-        ("+0 ioctl(4, SIOCINQ, [0]) = 0", "system call ioctl()"),
+        ("+0 ioctl(4, SIOCATMARK, [0]) = 0", "constant SIOCATMARK"),
+        ("+0 ioctl(4, 0x8906, [0]) = 0", "ioctl request 35078"),
         ("+0 send(4, ..., 10, MSG_ZEROCOPY) = 10", "constant MSG_ZEROCOPY"),
+        ("+0 recv(4, ..., 10, 0x1) = 10", "recv() flags 1"),
+        ("+0 sendmsg(4, {msg_name(...)=..., msg_iov(1)=[{..., 10}], msg_control=[1]}, 0) = 10",
+         "sendmsg() msg_control"),
+        ("+0 writev(4, ..., 1) = 10", "iovec ..."),
+        ("+0 frobnicate(4) = 0", "system call frobnicate()"),
     ],
 )
 def test_unsupported_construct_reported_with_line(line: str, construct: str) -> None:
@@ -227,3 +233,86 @@ def test_script_addresses_must_be_in_the_test_ranges() -> None:
     bad = run("--remote_ip=192.0.2.1\n" + PASSIVE)
     assert bad.status == "unsupported" and "192.0.2.1 is outside 198.18.0.0/15" in bad.message
     assert bad.message.endswith("at line 1")
+
+
+# -- TS val checking, iovec calls, ioctl, recv flags --------------------------------------------------
+
+TS_PASSIVE = """--tcp_ts_tick_usecs=1000
+`sysctl -q net.ipv4.tcp_sack=0 net.ipv4.tcp_window_scaling=0`
+0   socket(..., SOCK_STREAM, IPPROTO_TCP) = 3
++0  bind(3, ..., ...) = 0
++0  listen(3, 1) = 0
++0  < S 0:0(0) win 65535 <mss 1460,nop,nop,TS val 100 ecr 0>
++0  > S. 0:0(0) ack 1 win 65535 <mss 1460,nop,nop,TS val 5000 ecr 100>
++.1 < . 1:1(0) ack 1 win 65535 <nop,nop,TS val 200 ecr 5000>
++0  accept(3, ..., ...) = 4
++0  write(4, ..., 10) = 10
+"""
+
+
+def test_ts_val_checked_against_the_script_clock_with_tcp_ts_tick_usecs() -> None:
+    """100 ms after the SYN-ACK our TS val must be 100 ticks of 1 ms later than the SYN-ACK's."""
+    ok = run(TS_PASSIVE + "+0 > P. 1:11(10) ack 1 win 65535 <nop,nop,TS val 5100 ecr 200>\n")
+    assert ok.status == "pass", ok.message
+    bad = run(TS_PASSIVE + "+0 > P. 1:11(10) ack 1 win 65535 <nop,nop,TS val 5300 ecr 200>\n")
+    assert bad.status == "fail" and bad.line == 11
+    assert "TS val advanced 100000 us since the first checked one, script says 300000 us" in bad.message
+    unchecked = run(TS_PASSIVE.replace("--tcp_ts_tick_usecs=1000\n", "")
+                    + "+0 > P. 1:11(10) ack 1 win 65535 <nop,nop,TS val 5300 ecr 200>\n")
+    assert unchecked.status == "pass", unchecked.message
+    slow = run(TS_PASSIVE.replace("=1000", "=10000") + "+0 > P. 1:11(10) ack 1 win 65535 <nop,nop,TS val 5010 ecr 200>\n")
+    assert slow.status == "pass", slow.message  # 10 ticks of 10 ms = 100 ms
+
+
+@pytest.mark.parametrize("mode", ["host", "offload"])
+def test_writev_and_readv_move_the_sum_of_the_iovecs(mode: str) -> None:
+    r = run(PASSIVE + "+0 writev(4, [{..., 10}, {iov_base=..., iov_len=20}], 2) = 30\n"
+            "+0 > P. 1:31(30) ack 1 win 65535\n+.1 < P. 1:41(40) ack 31 win 65535\n"
+            "+0 readv(4, [{..., 15}, {..., 15}], 2) = 30\n+0 readv(4, [{..., 100}], 1) = 10\n", mode=mode)
+    assert r.status == "pass", r.message
+
+
+def test_sendmsg_and_recvmsg_with_one_iovec() -> None:
+    r = run(PASSIVE + "+0 sendmsg(4, {msg_name(...)=..., msg_iov(1)=[{..., 50}], msg_flags=0}, 0) = 50\n"
+            "+0 > P. 1:51(50) ack 1 win 65535\n+.1 < P. 1:21(20) ack 51 win 65535\n"
+            "+0 recvmsg(4, {msg_name(...)=..., msg_iov(1)=[{..., 100}], msg_flags=0}, 0) = 20\n")
+    assert r.status == "pass", r.message
+    flags = run(PASSIVE + "+0 < P. 1:21(20) ack 1 win 65535\n"
+                "+0 recvmsg(4, {msg_iov(1)=[{..., 100}], msg_flags=MSG_TRUNC}, 0) = 20\n")
+    assert flags.status == "unsupported" and "constant MSG_TRUNC" in flags.message
+
+
+@pytest.mark.parametrize("mode", ["host", "offload"])
+def test_ioctl_siocinq_and_siocoutq_report_queued_bytes(mode: str) -> None:
+    r = run(PASSIVE + "+0 ioctl(4, SIOCINQ, [0]) = 0\n+0 < P. 1:301(300) ack 1 win 65535\n"
+            "+0 ioctl(4, SIOCINQ, [300]) = 0\n+0 ioctl(4, FIONREAD, [300]) = 0\n"
+            "+0 write(4, ..., 100) = 100\n+0 > P. 1:101(100) ack 301 win 65535\n"
+            "+0 ioctl(4, SIOCOUTQ, [100]) = 0\n+.1 < . 301:301(0) ack 101 win 65535\n"
+            "+0 ioctl(4, SIOCOUTQ, [0]) = 0\n+0 ioctl(3, SIOCINQ, [0]) = -1 EINVAL (Invalid argument)\n", mode=mode)
+    assert r.status == "pass", r.message
+    wrong = run(PASSIVE + "+0 < P. 1:301(300) ack 1 win 65535\n+0 ioctl(4, SIOCINQ, [200]) = 0\n", mode=mode)
+    assert wrong.status == "fail" and "value 300, expected 200" in wrong.message
+
+
+@pytest.mark.parametrize("mode", ["host", "offload"])
+def test_msg_peek_leaves_the_data_for_the_next_read(mode: str) -> None:
+    r = run(PASSIVE + "+0 < P. 1:101(100) ack 1 win 65535\n+0 recv(4, ..., 30, MSG_PEEK) = 30\n"
+            "+0 recv(4, ..., 1000, MSG_PEEK) = 100\n+0 read(4, ..., 1000) = 100\n"
+            "+0 recv(4, ..., 10, MSG_PEEK|MSG_DONTWAIT) = -1 EAGAIN (Resource temporarily unavailable)\n", mode=mode)
+    assert r.status == "pass", r.message
+
+
+def test_msg_dontwait_fails_where_a_blocking_recv_would_wait() -> None:
+    r = run(PASSIVE + "+0 recv(4, ..., 10, MSG_DONTWAIT) = -1 EAGAIN (Resource temporarily unavailable)\n"
+            "+0...0.1 recv(4, ..., 10, 0) = 10\n+.1 < P. 1:11(10) ack 1 win 65535\n")
+    assert r.status == "pass", r.message
+
+
+@pytest.mark.parametrize("mode", ["host", "offload"])
+def test_msg_waitall_blocks_until_all_bytes_arrived(mode: str) -> None:
+    r = run(PASSIVE + "+0...0.2 recv(4, ..., 300, MSG_WAITALL) = 300\n+.1 < P. 1:101(100) ack 1 win 65535\n"
+            "+.1 < P. 101:301(200) ack 1 win 65535\n+0 > . 1:1(0) ack 301 win 65535\n", mode=mode)
+    assert r.status == "pass", r.message
+    eof = run(PASSIVE + "+0...0.1 recv(4, ..., 300, MSG_WAITALL) = 100\n+.1 < P. 1:101(100) ack 1 win 65535\n"
+              "+0 < F. 101:101(0) ack 1 win 65535\n+0 > . 1:1(0) ack 102 win 65535\n", mode=mode)
+    assert eof.status == "pass", eof.message

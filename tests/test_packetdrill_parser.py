@@ -134,3 +134,23 @@ def test_syntax_errors_name_the_line(text: str, line: int, fragment: str) -> Non
 def test_ipv6_addresses_in_options_keep_their_colons() -> None:
     s = parse_script("--ip_version=ipv6 --local_ip=2001:2::1\n--remote_ip=2001:2:0:0::2\n0 close(3) = -1 EBADF (x)\n")
     assert s.options["local_ip"] == "2001:2::1" and s.options["remote_ip"] == "2001:2:0:0::2"
+
+
+def test_struct_with_positional_iovec_and_counted_fields() -> None:
+    (ev,) = events("0 sendmsg(4, {msg_name(...)=..., msg_iov(1)=[{..., 100}], msg_flags=0}, 0) = 100\n")
+    msg = ev.args[1]
+    assert msg.kind == "struct" and set(msg.fields) == {"msg_name", "msg_iov", "msg_flags"}
+    (iov,) = msg.fields["msg_iov"].items
+    assert iov.kind == "struct" and [i.kind for i in iov.items] == ["ellipsis", "int"] and iov.items[1].value == 100
+    assert str(msg) == "{msg_name=..., msg_iov=[{..., 100}], msg_flags=0}"
+
+
+def test_struct_positional_call_is_not_taken_for_a_counted_field() -> None:
+    (ev,) = events("0 f({htons(8080), x=1}) = 0\n")
+    s = ev.args[0]
+    assert [i.kind for i in s.items] == ["call"] and s.items[0].value == "htons" and s.fields["x"].value == 1
+
+
+def test_struct_without_separator_is_a_syntax_error() -> None:
+    with pytest.raises(ParseError, match=r"t.pkt:1: parse error: expected .,. or .}. in a struct"):
+        events("0 writev(4, [{..., 10 20}], 1) = 30\n")

@@ -202,6 +202,9 @@ def serve(
     duration: float | None = typer.Option(None, "--duration", help="Stop after S seconds (default: until Ctrl-C)."),
     linux_addr: str = typer.Option("198.18.0.1/24", "--linux-addr", help="Linux side address/prefix (198.18.0.0/15)."),
     our_addr: str = typer.Option("198.18.0.2", "--our-addr", help="Our stack's address (198.18.0.0/15)."),
+    ims: int = typer.Option(0, "--ims", help="Pass-through chimney IMs between the host and the target."),
+    monitor: bool = typer.Option(False, "--monitor", help="A monitoring IM on top of them (summary at exit)."),
+    pcap: Annotated[Path | None, typer.Option("--pcap", help="Capture the TAP side (FILE.pcap or pcapng).")] = None,
     as_json: bool = typer.Option(False, "--json", help="End with the summary as one JSON line."),
 ) -> None:
     """Serve an app from our host stack with the offload target on a real wire: a TAP facing Linux in a
@@ -222,7 +225,11 @@ def serve(
         typer.echo(f"error: {why}", err=True)
         raise typer.Exit(2)
     opts = ServeOptions(app=name, root=root, policy=offload, port=port, netns=netns, tap=tap, duration_s=duration,
-                        linux_addr=linux_addr, our_addr=our_addr)
+                        linux_addr=linux_addr, our_addr=our_addr, ims=ims, monitor=monitor, pcap=pcap)
+    try:
+        opts.check()
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
 
     def emit(line: str) -> None:
         print(line, flush=True)  # line by line even into a pipe: the events are the point
@@ -239,9 +246,11 @@ def serve(
          f"NBL leaks: {d['leaks'] or 'none'}")
     for v in d["violation_rules"]:
         emit(f"  {v}")
+    for problem in d["im_problems"]:
+        emit(f"  IM: {problem}")
     if as_json:
         emit(json.dumps(d, sort_keys=True))
-    if d["verifier_violations"] or d["leaks"]:
+    if d["verifier_violations"] or d["leaks"] or d["im_problems"]:
         raise typer.Exit(1)
 
 

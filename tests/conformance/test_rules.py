@@ -67,3 +67,32 @@ def test_rules_area_filter_and_unknown_area() -> None:
     data = json.loads(res.output)
     assert data["rules"] and {r["area"] for r in data["rules"]} == {"OFF"}
     assert CliRunner().invoke(cli(), ["rules", "--area", "NOPE"]).exit_code == 2
+
+
+def test_rules_checked_by_a_conformance_scenario_show_as_enforced_by_it() -> None:
+    """A quoted rule id passed to a check in conformance/scenarios*.py is enforced by `chimney verify`; the
+    where names the scenario (helpers and probe classes the scenario uses count, transitively)."""
+    by_id = {r.id: r for r in rule_coverage()}
+    assert by_id["R-INV-03"].status == ENFORCED
+    assert by_id["R-INV-03"].where == "conformance scenario invalidate-hold"
+    # R-QRY-01 is checked in OpsProbe (through a table of rule ids), which query-states installs.
+    assert by_id["R-QRY-01"].status == ENFORCED
+    assert "query-states" in by_id["R-QRY-01"].where
+    # The coverage table calls R-OFF-25 uncheckable at the NDIS boundary; the battery checks it on the wire.
+    assert COVERAGE["R-OFF-25"][0] == "uncheckable"
+    assert by_id["R-OFF-25"].where.startswith("conformance scenario rtt-descaling")
+    # A boundary check of the verifier still takes precedence over a scenario that also names the rule.
+    assert by_id["R-QRY-08"].where.startswith("boundary check in ChimneyChecks")
+
+
+def test_tests_name_rules_in_function_names_and_docstrings_only_from_the_catalogue() -> None:
+    from chimney.conformance.catalogue_report import mentioned_rules
+
+    assert mentioned_rules("def test_neighbor_is_fresh_r_nbr_03() -> None:") == ["R-NBR-03"]
+    assert mentioned_rules("def test_unanswered_r_nbr_04_09() -> None:") == ["R-NBR-04", "R-NBR-09"]
+    assert mentioned_rules('"""Checks R-NBR-04/05/06 and R-OFF-01."""') == ["R-NBR-04", "R-NBR-05", "R-NBR-06",
+                                                                           "R-OFF-01"]
+    assert mentioned_rules("ERR_NBR_03 r_nope_01 R-OFF-99 r_off_1") == []
+    by_id = {r.id: r for r in rule_coverage()}
+    # tests/target/test_target_neighbor.py names R-NBR-09 only in a test function name.
+    assert "tests/target/test_target_neighbor.py" in by_id["R-NBR-09"].tests

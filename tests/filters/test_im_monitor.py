@@ -32,14 +32,14 @@ def monitored(depth: int, position: int, **kwargs: Any) -> tuple[Stack, Monitori
 
 
 def scenario(s: Stack) -> Conn:
-    """Offload one connection; 2 sends of 3 NBLs, 1 receive post, 2 indications (one refused), an event,
-    a forward, a graceful disconnect, a TASK_OFFLOAD query, a PAUSE, then terminate TCP."""
+    """Offload one connection; 2 sends of 3 NBLs, 2 indications (one partly refused), 1 receive post that
+    drains the refused data, then the disconnect event (R-EVT-01: all data consumed first), a forward, a
+    graceful disconnect, a TASK_OFFLOAD query, a PAUSE, then terminate TCP."""
     c = Conn()
     s.ndis.initiate_offload(s.binding, c.tree())
     s.run()
     for _ in range(2):
         s.ndis.offload_tcp_send(c.th, chain(*make_nbls("tcpip", 3, 100)))
-    s.ndis.offload_tcp_receive(c.th, make_nbls("tcpip", 1, 64)[0])
     s.sched.call_later(1_000, lambda: None)
     s.run()
     obj = target_obj(c.th)
@@ -48,6 +48,8 @@ def scenario(s: Stack) -> Conn:
     s.ndis.offload_tcp_receive_return(s.binding, nbl)
     s.host.indicate_result = (S.OFFLOAD_DATA_PARTIALLY_ACCEPTED, 5)
     s.target.indicate(obj, b"y" * 20)
+    s.ndis.offload_tcp_receive(c.th, make_nbls("tcpip", 1, 64)[0])
+    s.run()
     s.target.event(obj, TcpOffloadEventType.TcpIndicateDisconnect)
     s.ndis.offload_tcp_forward(c.th, make_nbls("tcpip", 1, 40)[0])
     s.ndis.offload_tcp_disconnect(c.th, make_nbls("tcpip", 1, 0)[0], TCP_DISCONNECT_GRACEFUL_CLOSE)

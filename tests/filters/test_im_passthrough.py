@@ -188,6 +188,7 @@ def test_operation_on_an_object_the_im_does_not_hold_fails_in_the_im(depth: int)
     stranger.miniport_offload_context.value = "not-an-offload-entry"
     pbl = ProtocolOffloadBlockList(T.TcpOffloadDelegatedState, stranger, ["delegated"])
     s.ndis.query_offload_state(s.binding, pbl)
+    s.run()
     assert s.host.state_completions == [("query", pbl)] and pbl.status == S.FAILURE
     assert s.ims[-1].counters["state_bad_reference"] == 1
     assert [op for op, _ in s.target.state_calls] == ["initiate"]  # nothing went down
@@ -204,6 +205,8 @@ def test_initiate_linking_to_an_unknown_object_fails_in_the_im(depth: int) -> No
         ProtocolOffloadBlockList(T.TcpOffloadState, type(c.th)("t"), ["const", "cached", "delegated"])
     )
     s.ndis.initiate_offload(s.binding, root)
+    assert s.host.state_completions == []  # never completed inside MiniportInitiateOffload (R-OFF-01)
+    s.run()
     assert [n.status for n in iter_tree(root)] == [S.SUCCESS, S.FAILURE, S.FAILURE]  # placeholder stays SUCCESS
     assert len(s.target.state_calls) == 1 and len(s.ims[-1].entries) == 3  # no new entry survived
     clean(s)
@@ -326,8 +329,8 @@ def test_tcp_events_reach_the_host_with_its_handle(depth: int) -> None:
     obj = target_obj(c.th)
     events = [
         (TcpOffloadEventType.TcpIndicateSendBacklogChange, 65536),
+        (TcpOffloadEventType.TcpIndicateRetrieve, TcpUploadReason.HighDropRate),  # before the FIN (R-EVT-08)
         (TcpOffloadEventType.TcpIndicateDisconnect, 0),
-        (TcpOffloadEventType.TcpIndicateRetrieve, TcpUploadReason.HighDropRate),
         (TcpOffloadEventType.TcpIndicateAbort, 0),
     ]
     for et, info in events:

@@ -148,3 +148,39 @@ def test_reachability_query_returns_hrd_in_ticks_and_a_failed_probe_invalidates_
     run_until(p, fut.done, 300)
     check_bulk(fut, 6_000_000)
     check_clean(p)
+
+
+def test_neighbor_entry_removed_from_the_cache_invalidates_at_once_without_polling() -> None:
+    """The cache tells the manager as the entry goes (`ip neigh del`): the invalidate is issued inside the
+    removal, before any timer runs; the connection comes back and finishes in the host."""
+    p = pair_with()
+    fut, tcb = offloaded_bulk(p, 2_000_000)
+    m = p.manager
+    nobj = tcb.path.path_obj.parent
+    p.host_a.ip.neighbors["eth0"].remove(B)
+    assert nobj.invalid and m.stats["invalidates"] == 1 and m.stats["neighbor_removals"] == 1
+    run_until(p, lambda: tcb.path.kind == "host", 1)
+    assert m.history[-1][3].startswith("retrieve:InvalidState")
+    run_until(p, fut.done)
+    check_bulk(fut, 2_000_000)
+    check_clean(p)
+
+
+def test_route_removed_from_the_table_alone_invalidates_the_path() -> None:
+    """No explicit route_changed(): the route table's own notification makes the manager look, once per
+    batch of edits (a delete and re-add in one go is one pass)."""
+    p = pair_with()
+    fut, tcb = offloaded_bulk(p, 2_000_000)
+    m = p.manager
+    pobj = tcb.path.path_obj
+    ip = p.host_a.ip
+    (route,) = [r for r in ip.routes.routes() if str(r.network) == "198.18.0.0/24"]
+    ip.routes.remove(route)
+    assert not pobj.invalid  # looked at after the caller's edits, in the next scheduler turn
+    run_for(p, 0.001)
+    assert pobj.invalid and m.stats["invalidates"] == 1
+    run_until(p, lambda: tcb.path.kind == "host", 1)
+    ip.routes.add("198.18.0.0/24", "eth0")
+    run_until(p, fut.done)
+    check_bulk(fut, 2_000_000)
+    check_clean(p)

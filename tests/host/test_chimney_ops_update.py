@@ -340,3 +340,66 @@ def test_ttl_and_tos_of_an_offloaded_connection_are_updated() -> None:
     new = [i for i, f in enumerate(ip4) if (f[22], f[15]) == (33, 0x20)]
     assert new and all((f[22], f[15]) == (33, 0x20) for f in ip4[new[0]:])
     check_clean(p)
+
+
+def test_pmtu_increase_when_the_learned_value_ages_out_updates_the_path_and_segments_grow_again() -> None:
+    """A PMTU increase is a cached-variable update too: the estimate learnt from ICMP ages out (RFC 1191
+    §6.3 / RFC 8201 §4) at its deadline, with no host traffic asking the cache; the offloaded path's PathMtu
+    goes back to the link MTU and the target's segments use it."""
+    from chimney.net.icmp import build_icmp_frag_needed
+
+    p = pair_with()
+    ip = p.host_a.ip
+    ip.pmtu.aging = 30 * NS_PER_MS
+    fut, tcb = offloaded_bulk(p, 3_000_000)
+    seen = frames_at_b(p)
+    run_for(p, 3)
+    big = next(f for f in seen if len(f) > 1200)
+    p.host_b.ip.send_ip(bytes([198, 18, 0, 1]), 1, build_icmp_frag_needed(1000, big[14:]))
+    m = p.manager
+    run_until(p, lambda: m.stats["pmtu_updates"] == 1, 1)
+    t_learn = p.host_a.scheduler.now
+    run_until(p, lambda: m.stats["pmtu_increases"] == 1, 1)
+    assert p.host_a.scheduler.now - t_learn <= 31 * NS_PER_MS  # at the aging deadline, not later
+    run_for(p, 2)
+    assert target_ctx(p, tcb).path.cached.path_mtu == 1500 and tcb.ip_path.mtu == 1500
+    assert m.stats["updates"] == 2 and m.is_offloaded(tcb) and m.stats["uploads_done"] == 0
+    n_before = len(seen)
+    run_until(p, fut.done)
+    check_bulk(fut, 3_000_000)
+    # Full-size segments again once the frames queued on the link before the update went through.
+    assert max(len(f) for f in seen[n_before + 400:]) == 1514
+    check_clean(p)
+
+
+def test_pmtu_flush_and_a_route_mtu_change_update_the_offloaded_path() -> None:
+    """`ip route flush cache` (PathMtuCache.forget) raises the PMTU back; `ip route replace ... mtu 1280` on
+    the path's route lowers it: both become PathMtu updates of the offloaded path (same neighbor, no
+    re-link, no upload), told by the caches themselves."""
+    from chimney.net.icmp import build_icmp_frag_needed
+
+    p = pair_with()
+    fut, tcb = offloaded_bulk(p, 2_000_000)
+    seen = frames_at_b(p)
+    run_for(p, 3)
+    big = next(f for f in seen if len(f) > 1200)
+    p.host_b.ip.send_ip(bytes([198, 18, 0, 1]), 1, build_icmp_frag_needed(1100, big[14:]))
+    m = p.manager
+    run_until(p, lambda: m.stats["pmtu_updates"] == 1, 1)
+    ip = p.host_a.ip
+    assert ip.pmtu.forget(bytes([198, 18, 0, 2]))
+    run_for(p, 2)
+    assert m.stats["pmtu_increases"] == 1 and target_ctx(p, tcb).path.cached.path_mtu == 1500
+    (route,) = [r for r in ip.routes.routes() if str(r.network) == "198.18.0.0/24"]
+    ip.routes.replace(route, mtu=1280)
+    run_for(p, 2)
+    assert m.stats["pmtu_updates"] == 2 and target_ctx(p, tcb).path.cached.path_mtu == 1280
+    assert m.stats["relinks"] == 0 and m.stats["invalidates"] == 0 and m.is_offloaded(tcb)
+    n_before = len(seen)
+    run_until(p, fut.done)
+    check_bulk(fut, 2_000_000)
+    ip4 = [f for f in seen[n_before:] if f[12:14] == b"\x08\x00"]
+    too_big = [i for i, f in enumerate(ip4) if len(f) - 14 > 1280]
+    # Only what was already on the wire when the update completed was bigger than the route MTU.
+    assert too_big and len(ip4) - too_big[-1] > 500
+    check_clean(p)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chimney.host.neighbor import NeighborCache, NeighborConfig, NeighborState
+from chimney.host.neighbor import NeighborCache, NeighborChange, NeighborConfig, NeighborState
 from chimney.sim import NS_PER_S, SimScheduler
 
 IP = bytes([198, 18, 0, 1])
@@ -106,3 +106,25 @@ def test_advertisement_without_override_does_not_replace_a_known_address() -> No
     cache.learn(IP, MAC2, solicited=True, override=False)
     n = cache.get(IP)
     assert n.mac == MAC and n.state is NeighborState.STALE and changes == []
+
+
+def test_listeners_hear_a_new_mac_a_failure_and_a_removal_as_they_happen() -> None:
+    """NeighborCache.listeners: the chimney's real causes (update on a new MAC, invalidate on FAILED or
+    removed), each told once, at the moment the cache changes."""
+    s, cache, _, _ = make_cache(max_unicast_solicit=2)
+    heard: list[tuple[NeighborChange, bytes | None, int]] = []
+    cache.listeners.append(lambda n, change, old: heard.append((change, old, s.now)))
+    cache.resolve(IP, lambda mac: None)
+    cache.learn(IP, MAC, solicited=True)
+    assert heard == []  # first resolution: nothing to follow
+    cache.learn(IP, MAC2, solicited=False)
+    assert heard == [(NeighborChange.MAC, MAC, 0)]
+    cache.resolve(IP, lambda mac: None)  # STALE -> DELAY -> PROBE, unanswered
+    s.run_until(s.now + 20 * NS_PER_S)
+    n = cache.get(IP)
+    assert n.state is NeighborState.FAILED
+    assert heard[1] == (NeighborChange.FAILED, MAC2, n.failed_at) and len(heard) == 2
+    cache.remove(IP)
+    assert heard[2][:2] == (NeighborChange.REMOVED, MAC2) and len(heard) == 3
+    cache.remove(IP)  # nothing left: no event
+    assert len(heard) == 3

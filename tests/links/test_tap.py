@@ -381,3 +381,79 @@ def test_send_many_writes_a_burst_with_the_same_checks_and_counters(
     assert (c.sent, c.delivered, c.bytes_delivered) == (5, 3, 3 * len(good))
     assert (c.dropped[DropCause.RUNT], c.dropped[DropCause.MTU]) == (1, 1)
     assert _rx_packets(topo.ns, topo.tap_name) - before == 3
+
+
+_UDP_BURST = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for size in range(1, 1 + int(sys.argv[2])):
+    s.sendto(bytes((size * 7 + i) & 0xFF for i in range(size * 9 % 1400 + 1)), (sys.argv[1], 9))
+"""
+
+
+def test_csum_receiver_gets_each_frame_with_the_complete_sum_of_its_l3_bytes(sched: RealTimeScheduler) -> None:
+    """Slabs of frames summed in one go: every frame's sum equals the one's-complement sum of frame[14:]
+    computed one frame at a time, for odd and even lengths and across slab boundaries."""
+    with TapTopology.unique(static_neigh=True) as topo:
+        port = topo.port(sched)
+        plain: list[bytes] = []
+        got: list[tuple[bytes, int]] = []
+        port.set_receiver(plain.append)
+        assert port.set_csum_receiver(lambda frame, csum: got.append((bytes(frame), csum)))
+        drains = [0]
+        port.set_drain_end(lambda: drains.__setitem__(0, drains[0] + 1))
+        count = 150  # more than two slabs of SLAB_FRAMES
+        p = topo.ns.python(_UDP_BURST, topo.our_ip, str(count))
+        assert drive(sched, lambda: p.poll() is not None and sum(1 for f, _ in got if f[23] == 17) >= count,
+                     timeout_s=10)
+        udp = [(f, c) for f, c in got if len(f) > 23 and f[12:14] == b"\x08\x00" and f[23] == 17]
+        assert len(udp) == count and plain == []
+        assert {len(f) & 1 for f, _ in udp} == {0, 1}
+        for frame, csum in got:
+            assert csum == ones_complement_sum(frame[14:]) % 0xFFFF, len(frame)
+        assert port.rx_frames == len(got) and 1 <= drains[0] <= port.wakeups
+
+
+def test_observers_send_frames_to_the_plain_receiver_even_with_a_csum_receiver(topo: TapTopology,
+                                                                                 sched: RealTimeScheduler) -> None:
+    port = topo.port(sched)
+    plain: list[bytes] = []
+    summed: list[bytes] = []
+    port.set_receiver(plain.append)
+    port.set_csum_receiver(lambda frame, csum: summed.append(bytes(frame)))
+    port.add_observer(lambda d, f, m: None)
+    assert _ping(topo, sched, count=1) == 0
+    assert plain and summed == []
+    port.set_receiver(plain.append)  # a new plain receiver ends the csum delivery
+    assert port._csum_receiver is None
+
+
+def test_vnet_offloads_reports_what_linux_may_hand_us(sched: RealTimeScheduler) -> None:
+    with TapTopology.unique() as plain_topo:
+        assert plain_topo.port(sched).vnet_offloads is None
+    with TapTopology.unique(vnet_hdr=True, offload=TUN_F_CSUM) as topo:
+        assert topo.port(sched).vnet_offloads == (True, False)
+
+
+def test_frames_already_read_into_a_slab_survive_a_receiver_change(sched: RealTimeScheduler) -> None:
+    """The csum receiver swaps itself for a plain one on its first UDP frame: the frames read into the same
+    slab behind it are handed to the new receiver, none is lost."""
+    with TapTopology.unique(static_neigh=True) as topo:
+        port = topo.port(sched)
+        summed: list[bytes] = []
+        plain: list[bytes] = []
+
+        def first(frame: memoryview, csum: int) -> None:
+            summed.append(bytes(frame))
+            if frame[23] == 17:
+                port.set_receiver(plain.append)
+
+        port.set_receiver(plain.append)
+        port.set_csum_receiver(first)
+        count = 40
+        p = topo.ns.python(_UDP_BURST, topo.our_ip, str(count))
+        p.wait(10)
+        time.sleep(0.05)  # the whole burst waits in the TAP queue: one drain reads it into one slab
+        assert drive(sched, lambda: sum(1 for f in summed + plain if f[23] == 17) >= count, timeout_s=10)
+        udp = [f for f in summed + plain if len(f) > 23 and f[23] == 17]
+        assert len(udp) == count and sum(1 for f in summed if f[23] == 17) == 1

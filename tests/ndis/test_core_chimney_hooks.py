@@ -298,8 +298,8 @@ class Recorder(BoundaryChecks):
         self.log.append(f"event {event_type}")
         return "EVT"
 
-    def event_exit(self, ref: NdisOffloadHandleRef, token: Any) -> None:
-        self.log.append(f"event done {token}")
+    def event_exit(self, ref: NdisOffloadHandleRef, token: Any, completed: bool) -> None:
+        self.log.append(f"event done {token}" + ("" if completed else " (raised)"))
 
     def status_indication(self, adapter: Any, status: int) -> None:
         self.log.append(f"status {status:#x}")

@@ -17,7 +17,7 @@ from chimney.ndis.blocklist import (
     node_role,
     pbl_results_to_mbl,
 )
-from chimney.ndis.buffers import NetBufferList, nbl_from_bytes
+from chimney.ndis.buffers import NblInfo, NetBufferList, nbl_from_bytes
 from chimney.ndis.core import Adapter, Binding, DriverHandle, Ndis, NdisStatusIndication
 from chimney.ndis.driver import IntermediateDriver, MiniportDriver, ProtocolDriver
 from chimney.ndis.offload_state import NDIS_TCP_CHIMNEY_OFFLOAD
@@ -45,6 +45,19 @@ def nbls_of(head: NetBufferList | None) -> list[NetBufferList]:
 
 def make_nbls(owner: str, n: int, size: int = 100) -> list[NetBufferList]:
     return [nbl_from_bytes(bytes([i % 256]) * size, owner) for i in range(n)]
+
+
+def ack(*nbls: NetBufferList, status: int = NdisStatus.SUCCESS) -> None:
+    """A target completing sends in full: data start advanced by the bytes it reports transferred
+    (R-SEND-04). `status=NBL_STATUS_UNSET` leaves Status unwritten for a test provoking R-NBL-01."""
+    for n in nbls:
+        nb = n.first_net_buffer
+        assert nb is not None
+        k = nb.data_length
+        nb.advance(k)
+        n.info[NblInfo.TcpOffloadBytesTransferred] = k
+        n.status = status
+
 
 
 class RecordingMiniport(MiniportDriver):

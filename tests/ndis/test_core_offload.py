@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_core_doubles import ImEntry, Stack, chain, make_nbls, ref_of
+from test_core_doubles import ImEntry, Stack, ack, chain, make_nbls, ref_of
 
 from chimney.ndis.blocklist import (
     STATUS_UNSET,
@@ -19,6 +19,7 @@ from chimney.ndis.blocklist import (
     iter_tree,
     node_role,
 )
+from chimney.ndis.buffers import NBL_STATUS_UNSET
 from chimney.ndis.core import NdisUsageError
 from chimney.ndis.offload_state import (
     TCP_DISCONNECT_GRACEFUL_CLOSE,
@@ -61,8 +62,9 @@ class Conn:
         tcp.net_buffer_list_chain = chain(*self.send_data)
         return root
 
-    def tcp_only_tree(self, type_: int = T.TcpOffloadDelegatedState) -> ProtocolOffloadBlockList:
-        return ProtocolOffloadBlockList(type_, self.th, ["delegated"])
+    def tcp_only_tree(self, type_: int = T.TcpOffloadDelegatedState, *, stateless: bool = False) -> ProtocolOffloadBlockList:
+        """`stateless`: no trailing state structures (an invalidate tree, R-TREE-17)."""
+        return ProtocolOffloadBlockList(type_, self.th, [] if stateless else ["delegated"])
 
 
 def initiated(depth: int, mode: Mode = Mode.STRICT) -> tuple[Stack, Conn]:
@@ -74,6 +76,14 @@ def initiated(depth: int, mode: Mode = Mode.STRICT) -> tuple[Stack, Conn]:
     s.mp.offload_all(mbl)
     s.ndis.m_initiate_offload_complete(s.adapter, mbl)
     return s, c
+
+
+def complete_send_data(s: Stack, c: Conn) -> None:
+    """The target acknowledges the send data handed over at offload (R-OFF-22), oldest first (R-SEND-03)."""
+    ack(*c.send_data)
+    s.ndis.tcp_offload_send_complete(s.adapter, chain(*c.send_data))
+    assert [n for _, n in s.proto.io_completions] == c.send_data
+    s.proto.io_completions.clear()
 
 
 # ----------------------------------------------------------------------------------- conversion
@@ -124,6 +134,7 @@ def test_initiate_completes_to_the_host_with_the_same_pbl_root(depth: int) -> No
 @pytest.mark.parametrize("depth", [0, 1, 3])
 def test_io_calls_resolve_the_target_context_from_the_host_handle(depth: int) -> None:
     s, c = initiated(depth)
+    complete_send_data(s, c)
     data = make_nbls("tcpip", 3)
     assert s.ndis.offload_tcp_send(c.th, chain(*data)) == NdisStatus.PENDING
     post = make_nbls("tcpip", 1)[0]
@@ -140,7 +151,8 @@ def test_io_calls_resolve_the_target_context_from_the_host_handle(depth: int) ->
     assert s.mp.io_calls[0][2] is data[0]  # identical NBL pointer through every IM (R-IM-07)
     assert all(n.owner == "nic" for n in [*data, post, fin, seg])
 
-    for n in [*data, post, fin, seg]:
+    ack(*data)
+    for n in [post, fin, seg]:
         n.status = NdisStatus.SUCCESS
     s.ndis.tcp_offload_send_complete(s.adapter, chain(*data))
     s.ndis.tcp_offload_receive_complete(s.adapter, post)
@@ -176,8 +188,10 @@ def test_io_handler_returning_other_than_pending(call: str, rule_id: str) -> Non
 
 def test_r_nbl_01_io_completion_without_status() -> None:
     s, c = initiated(1)
+    complete_send_data(s, c)
     nbl = make_nbls("tcpip", 1)[0]
     s.ndis.offload_tcp_send(c.th, nbl)
+    ack(nbl, status=NBL_STATUS_UNSET)
     with pytest.raises(ContractViolation) as e:
         s.ndis.tcp_offload_send_complete(s.adapter, nbl)
     assert e.value.rule_id == "R-NBL-01"
@@ -185,9 +199,10 @@ def test_r_nbl_01_io_completion_without_status() -> None:
 
 def test_r_nbl_02_io_double_completion() -> None:
     s, c = initiated(0)
+    complete_send_data(s, c)
     nbl = make_nbls("tcpip", 1)[0]
     s.ndis.offload_tcp_send(c.th, nbl)
-    nbl.status = NdisStatus.SUCCESS
+    ack(nbl)
     s.ndis.tcp_offload_send_complete(s.adapter, nbl)
     with pytest.raises(ContractViolation) as e:
         s.ndis.tcp_offload_send_complete(s.adapter, nbl)
@@ -250,7 +265,7 @@ def test_r_tree_03_completing_with_the_wrong_operation() -> None:
 def test_r_tree_15_partial_success_outside_initiate(op: str) -> None:
     s, c = initiated(0)
     method = {"query": "query_offload_state"}.get(op, f"{op}_offload")
-    s.ndis.__getattribute__(method)(s.binding, c.tcp_only_tree())
+    s.ndis.__getattribute__(method)(s.binding, c.tcp_only_tree(stateless=op == "invalidate"))
     got_op, mbl = s.mp.state_calls.pop()
     assert got_op == op
     assert mbl.miniport_offload_context is c.th.miniport_offload_context
@@ -301,7 +316,8 @@ def test_r_tree_07_success_without_a_context_reference() -> None:
 
 
 def test_partial_offload_statuses_are_accepted_for_initiate() -> None:
-    """The §5.2 worked shape: neighbor PARTIAL, path PARTIAL, TCP RESOURCES (not offloaded)."""
+    """The §5.2 aggregation on one chain: TCP RESOURCES (not offloaded), so path PARTIAL; the neighbor's
+    only dependent (the path) is offloaded, so the neighbor is SUCCESS."""
     s = Stack(0)
     c = Conn()
     pbl = c.initiate_tree()
@@ -310,11 +326,12 @@ def test_partial_offload_statuses_are_accepted_for_initiate() -> None:
     nodes = list(iter_tree(mbl))
     for n in nodes[:2]:
         n.miniport_offload_context.value = object()
-        n.status = NdisStatus.OFFLOAD_PARTIAL_SUCCESS
+    nodes[0].status = NdisStatus.SUCCESS
+    nodes[1].status = NdisStatus.OFFLOAD_PARTIAL_SUCCESS
     nodes[2].status = NdisStatus.RESOURCES
     s.ndis.m_initiate_offload_complete(s.adapter, mbl)
     assert [n.status for n in iter_tree(pbl)] == [
-        NdisStatus.OFFLOAD_PARTIAL_SUCCESS, NdisStatus.OFFLOAD_PARTIAL_SUCCESS, NdisStatus.RESOURCES
+        NdisStatus.SUCCESS, NdisStatus.OFFLOAD_PARTIAL_SUCCESS, NdisStatus.RESOURCES
     ]
     assert c.th.miniport_offload_context.value is None
     assert s.verifier.violations == []
@@ -503,6 +520,8 @@ def test_low_power_after_everything_was_terminated_reaches_the_target() -> None:
         s.ndis.terminate_offload(s.binding, ProtocolOffloadBlockList(t, h, ["delegated"]))
         _, mbl = s.mp.state_calls.pop()
         mbl.status = NdisStatus.SUCCESS
+        if h is c.th:  # the send data handed over at offload comes back (R-OFF-22, R-TRM-11)
+            mbl.net_buffer_list_chain = chain(*c.send_data)
         s.ndis.m_terminate_offload_complete(s.adapter, mbl)
     assert s.adapter.offloaded == {}
     req = NdisOidRequest.set(OID_PNP_SET_POWER, NdisDevicePowerState.D3)

@@ -522,8 +522,10 @@ add(CW, "rto_collapses_cwnd", "After an RTO only one segment is sent until ACKs 
 # -- offload at a chosen point (chimney_offload marker; a no-op in host mode) ---------------------------------
 OF = "chimney_offload"
 add(OF, "after_data_exchange", "Offload after data both ways: sequence state carries over, the next "
-    "segments continue the numbering", NO_OPTS + P + "+0  write(4, ..., 100) = 100\n+0  > P. 1:101(100) ack 1 win 65535\n"
+    "segments continue the numbering; the ACK owed for the 50 bytes goes out at the hand-over (R-TMR-04)",
+    NO_OPTS + P + "+0  write(4, ..., 100) = 100\n+0  > P. 1:101(100) ack 1 win 65535\n"
     "+.1 < P. 1:51(50) ack 101 win 65535\n+0  read(4, ..., 100) = 50\n+0  chimney_offload\n"
+    "+0  > . 101:101(0) ack 51 win 65535\n"
     "+0  write(4, ..., 100) = 100\n+0  > P. 101:201(100) ack 51 win 65535\n+.1 < . 51:51(0) ack 201 win 65535\n")
 add(OF, "with_data_in_flight", "Offload with unacknowledged data: the retransmission timer keeps running "
     "(RTO 300 ms from the 100 ms handshake RTT)", NO_OPTS + P + "+0  write(4, ..., 100) = 100\n"

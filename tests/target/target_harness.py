@@ -11,9 +11,9 @@ from typing import Any
 
 from chimney.links.impair import Impairments
 from chimney.links.p2p import Link
-from chimney.ndis.blocklist import NdisOffloadHandle, ProtocolOffloadBlockList, iter_tree
+from chimney.ndis.blocklist import NdisOffloadHandle, ProtocolOffloadBlockList
 from chimney.ndis.buffers import NblInfo, NetBufferList, nbl_from_bytes
-from chimney.ndis.core import Binding, BoundaryChecks, Ndis, NdisStatusIndication, Op
+from chimney.ndis.core import Binding, Ndis, NdisStatusIndication
 from chimney.ndis.driver import ProtocolDriver
 from chimney.ndis.offload_state import (
     NeighborOffloadStateCached,
@@ -66,45 +66,6 @@ def nbls_of(head: NetBufferList | None) -> list[NetBufferList]:
         out.append(head)
         head = head.next
     return out
-
-
-class InitiateChainChecks(BoundaryChecks):
-    """Stand-in for NDIS behaviour the core does not have yet: NdisInitiateOffload stamps the binding on
-    the NetBufferListChain NBLs (as NdisOffloadTcpSend does), so the target can complete them with
-    NdisTcpOffloadSendComplete (R-OFF-22); chains that come back (failed offload, terminate) are unstamped."""
-
-    def state_op(self, op: Op, binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
-        super().state_op(op, binding, pbl)
-        if op is Op.INITIATE:
-            for node in iter_tree(pbl):
-                head = node.net_buffer_list_chain
-                if head is not None and type(head.source_handle) is tuple and head.source_handle[0] is binding:
-                    continue  # the core stamps by now: do not stamp twice
-                for n in nbls_of(head):
-                    n.source_handle = (binding, n.source_handle)
-                    binding.sends_out += 1
-
-    def state_complete(self, op: Op, adapter: Any, mbl: Any) -> bool:
-        ok = super().state_complete(op, adapter, mbl)
-        for node in iter_tree(mbl):
-            failed_initiate = op is Op.INITIATE and node.status not in (0, NdisStatus.OFFLOAD_PARTIAL_SUCCESS)
-            if op is Op.TERMINATE or failed_initiate:
-                owner = None
-                for n in nbls_of(node.net_buffer_list_chain):
-                    sh = n.source_handle
-                    if type(sh) is tuple and sh[0].adapter is adapter:
-                        sh[0].sends_out -= 1
-                        n.source_handle = sh[1]
-                        owner = sh[0]
-                if failed_initiate and owner is not None:  # R-OFF-23: the host owns them again
-                    self.tracker.transfer(
-                        node.net_buffer_list_chain,
-                        frm=adapter.owner,
-                        to=owner.protocol.name,
-                        rule_id="R-OFF-23",
-                        op="NdisMInitiateOffloadComplete (failed) NetBufferListChain",
-                    )
-        return ok
 
 
 class WireEndpoint:
@@ -364,7 +325,7 @@ class Rig:
     ) -> None:
         self.sched = SimScheduler(seed)
         self.verifier = Verifier(Mode.STRICT)
-        self.ndis = Ndis(self.sched, self.verifier, InitiateChainChecks)
+        self.ndis = Ndis(self.sched, self.verifier)  # the full chimney verifier (ChimneyChecks)
         self.link = Link(self.sched, "wire", to_peer, to_target, mac_a=MAC_NIC, mac_b=MAC_PEER)
         self.nic = EmulatedNic(self.link.a)
         self.target = OffloadTarget("tgt", self.nic, self.sched, limits)

@@ -112,7 +112,8 @@ def run_scenario(factory: TargetFactory, sc: Scenario, seed: int, quick: bool) -
     t0 = time.perf_counter()
     bench: Bench | None = None
     try:
-        bench = Bench(factory, seed, verifier, impairments=sc.impairments, target_options=sc.target_options)
+        bench = Bench(factory, seed, verifier, impairments=sc.impairments, target_options=sc.target_options,
+                      ticks_per_second=sc.ticks_per_second)
         sc.run(bench, quick)
     except ScenarioAbort:
         pass

@@ -42,10 +42,13 @@ class Bench:
     failures (data mismatch, missed event, leak) as readable lines."""
 
     def __init__(self, factory: TargetFactory, seed: int, verifier: Verifier, *, impairments: Any = WIRE,
-                 policy: OffloadPolicy | None = None, target_options: dict[str, Any] | None = None) -> None:
+                 policy: OffloadPolicy | None = None, target_options: dict[str, Any] | None = None,
+                 ticks_per_second: int = 1000) -> None:
         self.sched = SimScheduler(seed)
+        self.factory = factory
         self.p: OffloadPair = build_pair(self.sched, factory, seed=seed, impairments=impairments,
-                                         target_options=target_options, policy=policy, verifier=verifier)
+                                         target_options=target_options, policy=policy, verifier=verifier,
+                                         ticks_per_second=ticks_per_second)
         self.failures: list[str] = []
         self.verifier = verifier
 
@@ -527,11 +530,16 @@ class Scenario:
     run: Callable[[Bench, bool], None]
     impairments: Any = WIRE
     target_options: dict[str, Any] | None = None
+    ticks_per_second: int = 1000  # the host's TicksPerSecond (R-INIT-14)
 
     @property
     def doc(self) -> str:
         return (self.run.__doc__ or "").strip().splitlines()[0]
 
+
+# After Scenario and Bench exist: scenarios_ops imports them (the package imports this module first).
+from chimney.conformance.scenarios_ops import OPS_SCENARIOS  # noqa: E402
+from chimney.conformance.scenarios_data import DATA_SCENARIOS  # noqa: E402
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("offload-established", offload_established),
@@ -550,4 +558,6 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("graceful-disconnect", graceful_disconnect),
     Scenario("abortive-disconnect", abortive_disconnect),
     Scenario("forward-during-offload", forward_during_offload),
+    *OPS_SCENARIOS,  # query / update / invalidate / statistics / timers (scenarios_ops.py)
+    *DATA_SCENARIOS,  # posted receives, disconnects, forwarding, special receives (scenarios_data.py)
 )

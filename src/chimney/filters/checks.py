@@ -1,5 +1,6 @@
-"""Contract checks for intermediate drivers (R-IM-02..12) that the NDIS core does not make itself: a
-`BoundaryChecks` subclass plus thin wrappers around a few `Ndis` entry points, used as `Ndis(..., checks=ImChecks)`.
+"""Contract checks for intermediate drivers (R-IM-02..12) that the NDIS core does not make itself: the full
+chimney verifier (`ChimneyChecks`) plus the IM rules, on the core's crossing methods and edge hooks; used as
+`Ndis(..., checks=ImChecks)`.
 
 What each check watches (an "IM" is a driver whose virtual miniport sits on a binding of its own):
   R-IM-04  the IM's lower block lists use the IM's own NDIS_OFFLOAD_HANDLE, for the same object, for life
@@ -16,12 +17,12 @@ What each check watches (an "IM" is a driver whose virtual miniport sits on a bi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from chimney.ndis.blocklist import NdisOffloadHandle, NdisOffloadHandleRef, iter_tree
 from chimney.ndis.buffers import NetBufferList
-from chimney.ndis.core import Adapter, Binding, BoundaryChecks, Ndis, Op
+from chimney.ndis.checks_chimney import ChimneyChecks
+from chimney.ndis.core import Adapter, Binding, Ndis, Op
 from chimney.ndis.oid import (
     CONFIGURATION_SETS,
     NDIS_ANSWERED_QUERIES,
@@ -74,6 +75,10 @@ class _Frame:
         self.result: Any = None
 
 
+class _ImToken:
+    """Marks a hook token ImChecks wrapped around its base's token (frames of an IM relay)."""
+
+
 def _is_vm(adapter: Adapter) -> bool:
     return adapter.lower_binding is not None
 
@@ -87,8 +92,8 @@ def _same_ref(a: Any, b: Any) -> bool:
     )
 
 
-class ImChecks(BoundaryChecks):
-    """BoundaryChecks plus the IM rules. Exists only while the verifier is on, like its base."""
+class ImChecks(ChimneyChecks):
+    """ChimneyChecks plus the IM rules. Exists only while the verifier is on, like its base."""
 
     def __init__(self, ndis: Ndis) -> None:
         super().__init__(ndis)
@@ -101,35 +106,17 @@ class ImChecks(BoundaryChecks):
         self._ret_stack: list[list[int] | None] = []
         self._frames: list[_Frame] = []
         self._oid_down: set[tuple[int, int]] = set()
-        self._cur_handle: Any = None
+        self._cur_handle: Any = None  # NDIS_OFFLOAD_HANDLE / Flags of the chimney I/O call being routed
         self._cur_flags: Any = None
-        self._wrap(ndis)
 
-    # -- wrappers around Ndis entry points whose arguments BoundaryChecks does not see -------------------------
+    # -- chimney I/O entry: the handle and Flags `send` compares a re-issue with (R-IM-07) ----------------------
 
-    def _wrap(self, ndis: Ndis) -> None:
-        for name in ("offload_tcp_send", "offload_tcp_receive", "offload_tcp_forward"):
-            setattr(ndis, name, self._io_wrapper(getattr(ndis, name)))
-        orig_disc = ndis.offload_tcp_disconnect
-
-        def offload_tcp_disconnect(offload_handle: NdisOffloadHandle, nbl: NetBufferList, flags: int) -> int:
-            self._cur_handle = offload_handle
-            self._cur_flags = flags
-            return orig_disc(offload_handle, nbl, flags)
-
-        ndis.offload_tcp_disconnect = offload_tcp_disconnect  # type: ignore[method-assign]
-        ndis.tcp_offload_receive_handler = self._rx_wrapper(ndis.tcp_offload_receive_handler)  # type: ignore[method-assign]
-        ndis.tcp_offload_event_handler = self._event_wrapper(ndis.tcp_offload_event_handler)  # type: ignore[method-assign]
-        ndis.m_offload_event_indicate = self._offload_event_wrapper(ndis.m_offload_event_indicate)  # type: ignore[method-assign]
-        ndis.oid_request = self._oid_wrapper(ndis.oid_request)  # type: ignore[method-assign]
-
-    def _io_wrapper(self, orig: Callable[..., int]) -> Callable[..., int]:
-        def call(offload_handle: NdisOffloadHandle, nbl: NetBufferList) -> int:
-            self._cur_handle = offload_handle
-            self._cur_flags = None
-            return orig(offload_handle, nbl)
-
-        return call
+    def io_enter(
+        self, kind: str, handle: NdisOffloadHandle, nbl: NetBufferList, extra: tuple[int, ...]
+    ) -> Any:
+        self._cur_handle = handle
+        self._cur_flags = extra[0] if extra else None  # only NdisOffloadTcpDisconnect has Flags
+        return super().io_enter(kind, handle, nbl, extra)
 
     # -- state operations (R-IM-04/05/06) --------------------------------------------------------------------
 
@@ -363,14 +350,12 @@ class ImChecks(BoundaryChecks):
         v = self.v
         if binding.upper_adapter is not None:
             n: NetBufferList | None = head
+            pending = self._ret_pending
             while n is not None:
-                v.check(
-                    self._ret_pending.pop(n.serial, None) is not None,
-                    "R-IM-09",
-                    f"{binding.protocol.name} returned {n!r}, which was not returned to it (a copy?)",
-                    n,
-                )
+                if pending.pop(n.serial, None) is None:
+                    v.fail("R-IM-09", f"{binding.protocol.name} returned {n!r}, which was not returned to it (a copy?)", n)
                 n = n.next
+            v.count("R-IM-09")
         if _is_vm(binding.adapter):
             serials: list[int] = []
             n = head
@@ -389,12 +374,10 @@ class ImChecks(BoundaryChecks):
             left = [s for s in serials if s in self._ret_pending]
             for s in left:
                 del self._ret_pending[s]
-            self.v.check(
-                not left,
-                "R-IM-09",
-                f"receive return of {len(left)} NBL(s) not propagated synchronously by the IM",
-                head,
-            )
+            if left:
+                self.v.fail("R-IM-09", f"receive return of {len(left)} NBL(s) not propagated synchronously by the IM", head)
+            else:
+                self.v.count("R-IM-09")
         super().receive_return_status(status, head)
 
     # -- indications (R-IM-10) ------------------------------------------------------------------------------------
@@ -407,12 +390,13 @@ class ImChecks(BoundaryChecks):
         return None
 
     def _reissue(self, kind: str, vm: Adapter, handle: Any, payload: Any, args: tuple[Any, ...]) -> _Frame | None:
+        """Per indication and IM: messages are built only when a check fails."""
         v = self.v
         f = self._match(kind, vm)
         im = vm.driver
-        if not v.check(f is not None, "R-IM-10", f"{im.name} indicated a {kind} it never received", payload):
+        if f is None:
+            v.fail("R-IM-10", f"{im.name} indicated a {kind} it never received", payload)
             return None
-        assert f is not None
         expected = f.ims[im]
         f.done.add(id(im))
         if kind == "offload event":
@@ -422,15 +406,17 @@ class ImChecks(BoundaryChecks):
             )
         else:
             same_payload = payload is f.payload
-        v.check(same_payload, "R-IM-10", f"{im.name} re-indicated a {kind} with different data ({payload!r})", payload)
-        v.check(args == f.args, "R-IM-10", f"{im.name} changed the {kind} arguments {f.args!r} to {args!r}", payload)
-        if expected is not None:
-            v.check(
-                _same_ref(handle, expected),
+        if not same_payload:
+            v.fail("R-IM-10", f"{im.name} re-indicated a {kind} with different data ({payload!r})", payload)
+        if args != f.args:
+            v.fail("R-IM-10", f"{im.name} changed the {kind} arguments {f.args!r} to {args!r}", payload)
+        if expected is not None and not _same_ref(handle, expected):
+            v.fail(
                 "R-IM-10",
                 f"{im.name} re-indicated a {kind} with {handle!r}, not the upper handle of its offload entry",
                 payload,
             )
+        v.count("R-IM-10")
         return f
 
     def _expected(self, handle: Any) -> Any:
@@ -438,123 +424,132 @@ class ImChecks(BoundaryChecks):
         return e[1] if e is not None and e[0] is handle.upper else None
 
     def _finish(self, f: _Frame, kind: str) -> None:
+        v = self.v
         for im in f.ims:
-            self.v.check(id(im) in f.done, "R-IM-10", f"{im.name} did not re-indicate a {kind}", f.payload)
+            if id(im) in f.done:
+                v.count("R-IM-10")
+            else:
+                v.fail("R-IM-10", f"{im.name} did not re-indicate a {kind}", f.payload)
 
-    def _rx_wrapper(self, orig: Callable[..., tuple[int, int]]) -> Callable[..., tuple[int, int]]:
-        def handler(ndis_offload_handle: Any, nbl: NetBufferList, status: int) -> tuple[int, int]:
-            if not isinstance(ndis_offload_handle, NdisOffloadHandleRef):
-                return orig(ndis_offload_handle, nbl, status)
-            binding = ndis_offload_handle.binding
-            parent = None
-            if _is_vm(binding.adapter):
-                parent = self._reissue("receive indication", binding.adapter, ndis_offload_handle, nbl, (status,))
-            if binding.upper_adapter is not None:
-                f = _Frame("receive indication", {binding.protocol: self._expected(ndis_offload_handle)}, nbl, (status,))
-                self._frames.append(f)
-                try:
-                    ret = orig(ndis_offload_handle, nbl, status)
-                finally:
-                    self._frames.remove(f)
-                self._finish(f, "receive indication")
-                if f.result is not None:
-                    self.v.check(
-                        tuple(ret) == f.result,
+    def indication_enter(self, ref: NdisOffloadHandleRef, nbl: NetBufferList, status: int) -> Any:
+        binding = ref.binding
+        parent = None
+        if _is_vm(binding.adapter):
+            parent = self._reissue("receive indication", binding.adapter, ref, nbl, (status,))
+        sup = super().indication_enter(ref, nbl, status)
+        frame = None
+        if binding.upper_adapter is not None:
+            frame = _Frame("receive indication", {binding.protocol: self._expected(ref)}, nbl, (status,))
+            self._frames.append(frame)
+        return sup if parent is None and frame is None else (_ImToken, sup, frame, parent)
+
+    def indication_exit(self, ref: NdisOffloadHandleRef, token: Any, result: tuple[int, int] | None) -> None:
+        if type(token) is not tuple or token[0] is not _ImToken:
+            super().indication_exit(ref, token, result)
+            return
+        _, sup, frame, parent = token
+        super().indication_exit(ref, sup, result)
+        if frame is not None:
+            self._frames.remove(frame)
+            if result is not None:
+                self._finish(frame, "receive indication")
+                if frame.result is not None and tuple(result) != frame.result:
+                    self.v.fail(
                         "R-IM-10",
-                        f"{binding.protocol.name} returned {tuple(ret)!r} downward; the upper driver answered {f.result!r}",
-                        nbl,
+                        f"{ref.binding.protocol.name} returned {tuple(result)!r} downward; the upper driver "
+                        f"answered {frame.result!r}",
+                        frame.payload,
                     )
-            else:
-                ret = orig(ndis_offload_handle, nbl, status)
-            if parent is not None:
-                parent.result = tuple(ret)
-            return ret
+        if parent is not None and result is not None:
+            parent.result = tuple(result)
 
-        return handler
+    def event_enter(self, ref: NdisOffloadHandleRef, event_type: int, info: int) -> Any:
+        binding = ref.binding
+        args = (event_type, info)
+        if _is_vm(binding.adapter):
+            self._reissue("TCP event", binding.adapter, ref, None, args)
+        sup = super().event_enter(ref, event_type, info)
+        if binding.upper_adapter is None:
+            return sup
+        frame = _Frame("TCP event", {binding.protocol: self._expected(ref)}, None, args)
+        self._frames.append(frame)
+        return (_ImToken, sup, frame)
 
-    def _event_wrapper(self, orig: Callable[..., None]) -> Callable[..., None]:
-        def handler(ndis_offload_handle: Any, event_type: int, event_specific_information: int = 0) -> None:
-            if not isinstance(ndis_offload_handle, NdisOffloadHandleRef):
-                orig(ndis_offload_handle, event_type, event_specific_information)
-                return
-            binding = ndis_offload_handle.binding
-            args = (event_type, event_specific_information)
-            if _is_vm(binding.adapter):
-                self._reissue("TCP event", binding.adapter, ndis_offload_handle, None, args)
-            if binding.upper_adapter is None:
-                orig(ndis_offload_handle, event_type, event_specific_information)
-                return
-            f = _Frame("TCP event", {binding.protocol: self._expected(ndis_offload_handle)}, None, args)
-            self._frames.append(f)
-            try:
-                orig(ndis_offload_handle, event_type, event_specific_information)
-            finally:
-                self._frames.remove(f)
-            self._finish(f, "TCP event")
+    def event_exit(self, ref: NdisOffloadHandleRef, token: Any, completed: bool) -> None:
+        if type(token) is not tuple or token[0] is not _ImToken:
+            super().event_exit(ref, token, completed)
+            return
+        _, sup, frame = token
+        super().event_exit(ref, sup, completed)
+        self._frames.remove(frame)
+        if completed:
+            self._finish(frame, "TCP event")
 
-        return handler
+    def offload_event_enter(self, adapter: Adapter, mbl: Any, code: int) -> Any:
+        ref = mbl.ndis_offload_handle if mbl is not None else None
+        if _is_vm(adapter):
+            self._reissue("offload event", adapter, ref, mbl, (code,))
+        if isinstance(ref, NdisOffloadHandleRef):
+            targets = [ref.binding]
+        else:
+            targets = [b for b in adapter.bindings if b.dh.client_generic is not None]
+        ims = {b.protocol: self._expected(ref) for b in targets if b.upper_adapter is not None}
+        if not ims:
+            return super().offload_event_enter(adapter, mbl, code)
+        frame = _Frame("offload event", ims, mbl, (code,))
+        self._frames.append(frame)
+        return (_ImToken, super().offload_event_enter(adapter, mbl, code), frame)
 
-    def _offload_event_wrapper(self, orig: Callable[..., None]) -> Callable[..., None]:
-        def indicate(miniport_handle: Adapter, mbl: Any, indication_code: int) -> None:
-            ref = mbl.ndis_offload_handle if mbl is not None else None
-            if _is_vm(miniport_handle):
-                self._reissue("offload event", miniport_handle, ref, mbl, (indication_code,))
-            if isinstance(ref, NdisOffloadHandleRef):
-                targets = [ref.binding]
-            else:
-                targets = [b for b in miniport_handle.bindings if b.dh.client_generic is not None]
-            ims = {b.protocol: self._expected(ref) for b in targets if b.upper_adapter is not None}
-            if not ims:
-                orig(miniport_handle, mbl, indication_code)
-                return
-            f = _Frame("offload event", ims, mbl, (indication_code,))
-            self._frames.append(f)
-            try:
-                orig(miniport_handle, mbl, indication_code)
-            finally:
-                self._frames.remove(f)
-            self._finish(f, "offload event")
-
-        return indicate
+    def offload_event_exit(self, adapter: Adapter, token: Any, completed: bool) -> None:
+        if type(token) is not tuple or token[0] is not _ImToken:
+            super().offload_event_exit(adapter, token, completed)
+            return
+        _, sup, frame = token
+        super().offload_event_exit(adapter, sup, completed)
+        self._frames.remove(frame)
+        if completed:
+            self._finish(frame, "offload event")
 
     # -- OIDs (R-IM-02, R-IM-03) ----------------------------------------------------------------------------------
 
-    def _oid_wrapper(self, orig: Callable[..., int]) -> Callable[..., int]:
-        def oid_request(binding: Binding, request: NdisOidRequest) -> int:
-            adapter = binding.adapter
-            if binding.upper_adapter is not None:
-                self._oid_down.add((request.request_id, id(binding.upper_adapter)))
-            oid = request.oid
-            query = request.type is NdisRequestType.QUERY
-            watched = (
-                _is_vm(adapter)
-                and adapter.dh.chimney_provider
-                and (
-                    (query and oid == OID_TCP_TASK_OFFLOAD)
-                    or (not query and (oid in CONFIGURATION_SETS or oid == OID_TCP_CONNECTION_OFFLOAD_PARAMETERS))
-                )
-                and oid not in NDIS_ANSWERED_QUERIES
+    def oid_enter(self, binding: Binding, request: NdisOidRequest) -> Any:
+        adapter = binding.adapter
+        if binding.upper_adapter is not None:
+            self._oid_down.add((request.request_id, id(binding.upper_adapter)))
+        oid = request.oid
+        query = request.type is NdisRequestType.QUERY
+        watched = (
+            _is_vm(adapter)
+            and adapter.dh.chimney_provider
+            and (
+                (query and oid == OID_TCP_TASK_OFFLOAD)
+                or (not query and (oid in CONFIGURATION_SETS or oid == OID_TCP_CONNECTION_OFFLOAD_PARAMETERS))
             )
-            status = orig(binding, request)
-            if watched:
-                key = (request.request_id, id(adapter))
-                passed = key in self._oid_down
-                self._oid_down.discard(key)
-                name = adapter.driver.name
-                if not query:
-                    self.v.check(passed, "R-IM-03", f"{name} did not pass a chimney OID set down", request)
-                elif adapter.chimney_capable and adapter.offload_caps is not None:
-                    self.v.check(passed, "R-IM-02", f"{name} offers chimney but answered {request!r} itself", request)
-                else:
-                    self.v.check(
-                        not passed and status == NdisStatus.NOT_SUPPORTED,
-                        "R-IM-02",
-                        f"{name} offers no chimney but did not answer {request!r} NOT_SUPPORTED",
-                        request,
-                    )
-            return status
+            and oid not in NDIS_ANSWERED_QUERIES
+        )
+        return watched
 
-        return oid_request
+    def oid_exit(self, binding: Binding, request: NdisOidRequest, token: Any, status: int | None) -> None:
+        if not token:
+            return
+        adapter = binding.adapter
+        key = (request.request_id, id(adapter))
+        passed = key in self._oid_down
+        self._oid_down.discard(key)
+        if status is None:
+            return  # the request raised: nothing to judge
+        name = adapter.driver.name
+        if request.type is not NdisRequestType.QUERY:
+            self.v.check(passed, "R-IM-03", f"{name} did not pass a chimney OID set down", request)
+        elif adapter.chimney_capable and adapter.offload_caps is not None:
+            self.v.check(passed, "R-IM-02", f"{name} offers chimney but answered {request!r} itself", request)
+        else:
+            self.v.check(
+                not passed and status == NdisStatus.NOT_SUPPORTED,
+                "R-IM-02",
+                f"{name} offers no chimney but did not answer {request!r} NOT_SUPPORTED",
+                request,
+            )
 
     # -- end of a scenario --------------------------------------------------------------------------------------------
 

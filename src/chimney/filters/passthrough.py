@@ -32,7 +32,7 @@ from chimney.ndis.blocklist import (
     ProtocolOffloadBlockList,
     iter_tree,
 )
-from chimney.ndis.buffers import NetBufferList
+from chimney.ndis.buffers import NblInfo, NetBufferList
 from chimney.ndis.core import Adapter, Binding, DriverHandle, NdisStatusIndication, NdisUsageError, Op
 from chimney.ndis.driver import IntermediateDriver
 from chimney.ndis.offload_state import NDIS_TCP_CHIMNEY_OFFLOAD
@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 _PENDING = NdisStatus.PENDING
+_BYTES = NblInfo.TcpOffloadBytesTransferred
 _CAPABILITY_STATUSES = frozenset(
     {NdisStatus.OFFLOAD_RESUME, NdisStatus.TCP_CONNECTION_OFFLOAD_HARDWARE_CAPABILITIES}
 )
@@ -77,11 +78,13 @@ _UP = {
 
 def mark_upload_requested(head: NetBufferList) -> None:
     """R-IM-12 statuses of a send chain an IM completes itself: first NBL REQUEST_UPLOAD, the rest
-    UPLOAD_REQUESTED."""
+    UPLOAD_REQUESTED; nothing of them was transferred (TcpOffloadBytesTransferred 0, R-SEND-04)."""
     head.status = NdisStatus.REQUEST_UPLOAD
+    head.info[_BYTES] = 0
     n = head.next
     while n is not None:
         n.status = NdisStatus.UPLOAD_REQUESTED
+        n.info[_BYTES] = 0
         n = n.next
 
 
@@ -387,7 +390,8 @@ class PassThroughChimneyIm(NormalPathIm):
             for m, p, _e, _a, _b, _sh in nodes:
                 placeholder = op is Op.INITIATE and m.miniport_offload_context is None
                 p.status = NdisStatus.SUCCESS if placeholder else NdisStatus.FAILURE  # R-TREE-05
-            self._state_up(op, ce.pbl)
+            # Completed after MiniportXxxOffload returned, never inside it (R-OFF-01, R-TRM-06).
+            self.n.scheduler.call_soon(self._state_up, op, ce.pbl)
             return
         self._issue_down(ce)
 

@@ -28,6 +28,18 @@ NDIS name -> Python name:
 Segments the host receives for a connection while its offload is in progress are kept and forwarded with
 NdisOffloadTcpForward once the offload completed (R-FWD-03: never during the operation); segments received
 while it is being terminated are kept and fed to the resumed host engine after the upload.
+
+Causes of updates and invalidates arrive as events, never by polling: the interface's NeighborCache tells
+of a new MAC (update, R-UPD-13) and of a FAILED / removed entry (invalidate); RouteTable edits schedule
+`route_changed` (re-link with an update tree rooted at the new neighbor, R-UPD-03, or invalidate); the
+PathMtuCache tells of a lower PMTU (ICMP) and of a learned value aging out (the PMTU rises back to the
+route MTU): either way the offloaded path's cached PathMtu is updated.
+
+Host invariants are checked where the host makes the call, through the NDIS verifier (a host bug raises
+ContractViolation with the rule id): R-NBR-08 (HRD == NRD in every neighbor the host offloads) at
+NdisInitiateOffload, R-UPD-04 (an update tree never re-links a TCP node) at NdisUpdateOffload, R-FWD-03 (no
+NdisOffloadTcpForward while the connection's offload or termination is in progress) at the forward, and
+R-INIT-17 (one protocol enables a NIC's TCP offload) in NdisHostBinding.enable_offload.
 """
 
 from __future__ import annotations
@@ -43,13 +55,20 @@ from typing import Any
 
 from chimney.host.ip import IcmpError
 from chimney.host.ndis_binding import NdisHostBinding, offload_parameters
-from chimney.host.neighbor import NeighborState
+from chimney.host.neighbor import Neighbor, NeighborChange, NeighborState
 from chimney.host.policy import OffloadPolicy
 from chimney.host.stack import HostStack
 from chimney.host.tcp import HostPath, Tcb, TcbPath
 from chimney.links.impair import Impairments
 from chimney.links.p2p import Link
-from chimney.ndis.blocklist import NdisOffloadHandle, ProtocolOffloadBlockList, iter_tree
+from chimney.ndis.blocklist import (
+    NdisOffloadHandle,
+    NodeRole,
+    ProtocolOffloadBlockList,
+    iter_tree,
+    iter_tree_depth,
+    node_role,
+)
 from chimney.ndis.buffers import Mdl, NblInfo, NetBuffer, NetBufferList, chain_nbls, split_nbl_chain
 from chimney.ndis.core import Binding, BoundaryChecks, Ndis, Op
 from chimney.ndis.offload_state import (
@@ -57,6 +76,7 @@ from chimney.ndis.offload_state import (
     TCP_DISCONNECT_ABORTIVE_CLOSE,
     TCP_DISCONNECT_GRACEFUL_CLOSE,
     IndicateOffloadEvent,
+    Layer,
     NeighborOffloadStateCached,
     NeighborOffloadStateConst,
     NeighborOffloadStateDelegated,
@@ -109,7 +129,7 @@ KEEPALIVE_OPTIONS = frozenset({"keepalive", "keepalive_idle_ns", "keepalive_inte
 _ONE_SHOT = TcpCachedFlags.KEEP_ALIVE_RESTART | TcpCachedFlags.MAX_RT_RESTART | TcpCachedFlags.UPDATE_RCV_WND
 HISTORY_LEN = 4096
 CHIMNEY_SEND_BACKLOG = 1 << 20  # bytes kept posted on an offloaded connection without a backlog hint
-NEIGHBOR_WATCH_NS = NS_PER_S // 4  # how often offloaded neighbors' host cache entries are checked
+_HALF_CLOSED = frozenset({TcpConnectionState.FinWait1, TcpConnectionState.FinWait2, TcpConnectionState.CloseWait})
 SEND_NBL_BYTES = 64 * 1024  # send data handed over at offload: one NBL per this many bytes (MDLs chained)
 
 
@@ -124,7 +144,7 @@ class OffloadedObject:
     """A neighbor or path the host offloaded (shared by every connection above it, §1.4). `refs` counts
     dependents offloaded or being offloaded; it is terminated only at 0 (R-TRM-04)."""
 
-    __slots__ = ("handle", "host", "invalid", "key", "kind", "next_update", "ops", "parent", "phase", "refs",
+    __slots__ = ("handle", "host", "invalid", "key", "kind", "mtu", "next_update", "ops", "parent", "phase", "refs",
                  "updating", "v6")
 
     def __init__(self, kind: str, key: tuple[Any, ...], host: Any, parent: OffloadedObject | None, v6: bool) -> None:
@@ -142,6 +162,7 @@ class OffloadedObject:
         self.phase = Phase.OFFLOADING
         self.refs = 0
         self.v6 = v6
+        self.mtu = 0  # path: the PathMtu the target has, or will have once the queued update is done
 
     def __repr__(self) -> str:
         return f"<Offloaded {self.kind} {self.key!r} {self.phase.value} refs={self.refs}>"
@@ -509,12 +530,9 @@ class ChimneyPath(TcbPath):
             nbl.protocol_reserved[0] = self
             nbls.append(nbl)
         self.held_segs.clear()
-        if nbls:
-            m.stats["forwarded"] += len(nbls)
-            m.fwd_out += len(nbls)
-            head = chain_nbls(nbls)
-            assert head is not None
-            m.ndis.offload_tcp_forward(self.handle, head)
+        head = chain_nbls(nbls)
+        if head is not None:
+            m.forward(self, head)
 
     def _start_io(self) -> None:
         """After the initiate completion returned: forward, then the sends the user made meanwhile."""
@@ -655,6 +673,8 @@ class OffloadManager:
     window exactly as unread data closes the host engine's (the packetdrill window scripts); the peer's
     FIN is then learnt (TcpIndicateDisconnect) only once that data is read."""
 
+    path_class: type[ChimneyPath] = ChimneyPath  # the TcbPath of offloaded connections (test doubles override)
+
     def __init__(
         self,
         stack: HostStack,
@@ -688,6 +708,8 @@ class OffloadManager:
         self.rx_held = 0  # accepted indication / BufferedData NBLs not yet returned
         self.calls = 0  # chimney I/O crossings (requests, completions, indications, returns) for the bench
         self.initiate_results: dict[str, int] = {}
+        # Connections the policy keeps on the host (a setting the chimney cannot carry) -> the reason.
+        self.declined: dict[Tcb, str] = {}
         # (time, "offload"/"upload", tcb, detail), the most recent HISTORY_LEN hand-overs
         self.history: deque[tuple[int, str, Tcb, str]] = deque(maxlen=HISTORY_LEN)
         self.stats: dict[str, int] = dict.fromkeys(
@@ -700,7 +722,9 @@ class OffloadManager:
                 "reachability_queries", "upload_failed", "sends_after_fin_dropped", "held_segments_fed",
                 "updates", "update_nodes", "update_failed", "relinks", "invalidates", "invalidate_host_uploads",
                 "queries", "query_failed", "icmp_pmtu_kept", "neighbor_mac_updates", "pmtu_updates",
+                "pmtu_increases", "neighbor_failures", "neighbor_removals", "retrieves_half_closed",
                 "status_pause", "status_resume", "status_upload_all", "media_disconnects", "power_transitions",
+                "declined_uncarried",
             ),
             0,
         )
@@ -708,13 +732,33 @@ class OffloadManager:
         # id(root PBL) -> (operation, root, objects, extra) of every query/update/invalidate in flight
         self._op_recs: dict[int, tuple[str, ProtocolOffloadBlockList, list[Any], Any]] = {}
         self._relink_wait: dict[OffloadedObject, OffloadedObject] = {}  # path -> neighbor it moves to
-        self._nbr_timer: Any = None
+        self._route_pending = False  # a route_changed pass is scheduled
+        self._route_dirty = False  # the routes changed while a path was being offloaded: look again after
+        self._pmtu_timer: Any = None
+        self._pmtu_timer_at = 0
         self.power_low = False
         self._power_reqs: dict[int, SimFuture[int]] = {}
         self._idle_waiters: list[Any] = []
-        stack.ip.neighbor_listeners.append(self._neighbor_changed)
+        iface = binding.iface
+        assert iface is not None
+        # Real causes, no polling: the interface's neighbor cache, the route table and the PMTU cache call us.
+        stack.ip.neighbors[iface.name].listeners.append(self._neighbor_event)
+        stack.ip.routes.listeners.append(self._route_event)
         stack.ip.pmtu.listeners.append(self._pmtu_changed)
         self.wake()
+
+    def close(self) -> None:
+        """Stop listening to the host's neighbor cache, route table and PMTU cache (the manager is being
+        replaced or the binding goes away)."""
+        ip = self.stack.ip
+        iface = self.binding.iface
+        for lst, cb in ((ip.routes.listeners, self._route_event), (ip.pmtu.listeners, self._pmtu_changed),
+                        (ip.neighbors[iface.name].listeners if iface is not None else [], self._neighbor_event)):
+            if cb in lst:
+                lst.remove(cb)
+        if self._pmtu_timer is not None:
+            self._pmtu_timer.cancel()
+            self._pmtu_timer = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -822,10 +866,49 @@ class OffloadManager:
             return 0
         for a, c in itertools.pairwise(order):
             a.next_block = c
+        self._initiate_call(order[0])
+        return count
+
+    # ------------------------------------------------------------------ the host's NDIS calls (host invariants)
+
+    def _initiate_call(self, root: ProtocolOffloadBlockList) -> None:
+        """NdisInitiateOffload. R-NBR-08: every neighbor the host offloads carries HRD == NRD (the target
+        starts from the host's own reachability view)."""
+        v = self.ndis.verifier
+        for node in iter_tree(root):
+            if node.layer is not Layer.NEIGHBOR or node_role(node) is not NodeRole.NEW_OFFLOAD:
+                continue
+            cached = next((x for x in node.state if isinstance(x, NeighborOffloadStateCached)), None)
+            dlg = next((x for x in node.state if isinstance(x, NeighborOffloadStateDelegated)), None)
+            if cached is not None and dlg is not None:
+                v.check(cached.host_reachability_delta == dlg.nic_reachability_delta, "R-NBR-08",
+                        f"neighbor offloaded with HostReachabilityDelta {cached.host_reachability_delta} != "
+                        f"NicReachabilityDelta {dlg.nic_reachability_delta}", node)
         self.stats["initiates"] += 1
         self.ops_out += 1
-        self.ndis.initiate_offload(self.binding_handle, order[0])
-        return count
+        self.ndis.initiate_offload(self.binding_handle, root)
+
+    def _update_call(self, root: ProtocolOffloadBlockList) -> None:
+        """NdisUpdateOffload. R-UPD-04: TCP -> path links are never updated: a TCP node only ever heads an
+        update tree row (its CACHED variables), never hangs under a path (a re-link carries paths only)."""
+        linked = [node for node, depth in iter_tree_depth(root) if depth and node.layer is Layer.TCP]
+        self.ndis.verifier.check(not linked, "R-UPD-04",
+                                 f"update tree re-links {len(linked)} TCP node(s) under a path", root, *linked)
+        self.ndis.update_offload(self.binding_handle, root)
+
+    def forward(self, cp: ChimneyPath, head: NetBufferList) -> None:
+        """NdisOffloadTcpForward of `head` (one segment per NBL) for `cp`. R-FWD-03: never while the
+        connection's offload or termination is in progress."""
+        self.ndis.verifier.check(cp.phase is Phase.OFFLOADED, "R-FWD-03",
+                                 f"NdisOffloadTcpForward while the connection is {cp.phase.value}", cp)
+        n = 0
+        nbl: NetBufferList | None = head
+        while nbl is not None:
+            n += 1
+            nbl = nbl.next
+        self.stats["forwarded"] += n
+        self.fwd_out += n
+        self.ndis.offload_tcp_forward(cp.handle, head)
 
     def _object_node(self, obj: OffloadedObject) -> ProtocolOffloadBlockList:
         """A linker for an object already offloaded, else a new-offload node with its full state."""
@@ -846,6 +929,7 @@ class OffloadManager:
             ]
             return ProtocolOffloadBlockList(OffloadStateType.NeighborOffloadState, obj.handle, state)
         p = obj.host
+        obj.mtu = p.mtu
         state = [PathOffloadStateConst(source_address=p.source, destination_address=p.destination),
                  PathOffloadStateCached(path_mtu=p.mtu), PathOffloadStateDelegated()]
         t = OffloadStateType.Ip6OffloadState if obj.v6 else OffloadStateType.Ip4OffloadState
@@ -860,6 +944,14 @@ class OffloadManager:
             return None
         conn = tcb.conn
         if conn.state not in OFFLOADABLE_STATES:  # R-OFF-24
+            return None
+        why = self.policy.uncarried(conn.cfg, conn.peer_mss)
+        if why is not None:
+            if tcb not in self.declined:
+                self.stats["declined_uncarried"] += 1
+                for t in [t for t in self.declined if t.closed]:
+                    del self.declined[t]
+            self.declined[tcb] = why
             return None
         if tcb.iface is not self.binding.iface:
             return None
@@ -896,7 +988,7 @@ class OffloadManager:
             batch.add(pobj)
             nobj.refs += 1
         pobj.refs += 1
-        cp = ChimneyPath(self, tcb, conn.state)
+        cp = self.path_class(self, tcb, conn.state)
         cp.const, cp.cached, cp.path_obj = const, cached, pobj
         tcb.set_path(cp)
         self.paths[tcb] = cp
@@ -978,7 +1070,10 @@ class OffloadManager:
         if self._relink_wait:
             self._soon(self._pump_relinks)
         if objs_done:
-            self._arm_neighbor_watch()
+            self._arm_pmtu_aging()
+            if self._route_dirty:
+                self._route_dirty = False
+                self._soon(self.route_changed)  # the routes changed while these were being offloaded
         if self.upload_all_active:
             self._soon(lambda: self.upload_all("upload_all"))
         self._soon(self._gc)
@@ -1322,7 +1417,7 @@ class OffloadManager:
         if what == "update":
             self.stats["updates"] += 1
             self.stats["update_nodes"] += len(objs)
-            self.ndis.update_offload(self.binding_handle, root)
+            self._update_call(root)
         elif what == "invalidate":
             self.stats["invalidates"] += 1
             self.ndis.invalidate_offload(self.binding_handle, root)
@@ -1406,41 +1501,107 @@ class OffloadManager:
 
     # ------------------------------------------------------------------ causes of updates
 
-    def _neighbor_changed(self, ifname: str, n: Any, old: bytes | None) -> None:
-        """HostIp neighbor listener: an offloaded neighbor's MAC changed (ARP / ND): R-UPD-13, only
-        DlDestinationAddress (and the current HRD) change; paths stay where they are."""
-        nobj = self.neighbor_objs.get((ifname, n.ip))
-        if nobj is None or nobj.invalid or nobj.phase not in (Phase.OFFLOADING, Phase.OFFLOADED) or n.mac is None:
+    def _neighbor_event(self, n: Neighbor, change: NeighborChange, old: bytes | None) -> None:
+        """NeighborCache listener of the binding's interface: a new MAC becomes an update of the offloaded
+        neighbor's DlDestinationAddress (R-UPD-13: paths stay where they are); an entry that failed or
+        left the cache invalidates the offloaded neighbor (its connections come back to the host)."""
+        iface = self.binding.iface
+        if iface is None:
             return
-        self.stats["neighbor_mac_updates"] += 1
-        nobj.next_update = NeighborOffloadStateCached(dl_destination_address=bytes(n.mac).ljust(32, b"\0"),
-                                                      host_reachability_delta=self._hrd(n))
-        self._pump_update(nobj)
+        nobj = self.neighbor_objs.get((iface.name, n.ip))
+        if nobj is None or nobj.invalid or nobj.phase not in (Phase.OFFLOADING, Phase.OFFLOADED):
+            return
+        if change is NeighborChange.MAC:
+            if nobj.host is not n or n.mac is None:
+                return
+            self.stats["neighbor_mac_updates"] += 1
+            nobj.next_update = NeighborOffloadStateCached(dl_destination_address=bytes(n.mac).ljust(32, b"\0"),
+                                                          host_reachability_delta=self._hrd(n))
+            self._pump_update(nobj)
+        elif nobj.host is n:
+            self.stats["neighbor_failures" if change is NeighborChange.FAILED else "neighbor_removals"] += 1
+            self.invalidate([nobj])
 
-    def _pmtu_changed(self, dst: bytes, mtu: int) -> None:
-        """PathMtuCache listener (ICMP fragmentation needed / packet too big): PathMtu of every offloaded
-        path to `dst` is a cached variable: update it."""
+    def _set_path_mtu(self, pobj: OffloadedObject, mtu: int) -> None:
+        """Queue an update of the path's cached PathMtu, if the target does not have `mtu` already."""
+        if mtu == pobj.mtu or pobj.invalid or pobj.phase not in (Phase.OFFLOADING, Phase.OFFLOADED):
+            return
+        self.stats["pmtu_updates" if mtu < pobj.mtu else "pmtu_increases"] += 1
+        pobj.mtu = mtu
+        pobj.next_update = PathOffloadStateCached(path_mtu=mtu)
+        self._pump_update(pobj)
+
+    def _pmtu_changed(self, dst: bytes, mtu: int | None) -> None:
+        """PathMtuCache listener. A report (ICMP fragmentation needed / packet too big) lowered the PMTU to
+        `mtu`; None: the learned value aged out or was flushed, the PMTU rises back to the route / link MTU.
+        PathMtu of every offloaded path to `dst` is a cached variable: update it, either way."""
+        ip = self.stack.ip
         for pobj in list(self.path_objs.values()):
             if pobj.key[1] != dst or pobj.invalid or pobj.phase not in (Phase.OFFLOADING, Phase.OFFLOADED):
                 continue
             p = pobj.host
-            if p.mtu > mtu:
-                p.mtu = mtu  # HostIp applies the report to the shared path after telling the listeners
-            self.stats["pmtu_updates"] += 1
-            pobj.next_update = PathOffloadStateCached(path_mtu=min(p.mtu, mtu))
-            self._pump_update(pobj)
+            if mtu is None:
+                fresh = ip.path(pobj.key[0], dst)  # refreshes the shared Path's MTU in place
+                if fresh is None:
+                    continue  # no route any more: route_changed invalidates it
+                new = fresh.mtu
+            else:
+                if p.mtu > mtu:
+                    p.mtu = mtu  # HostIp applies the report to the shared path after telling the listeners
+                new = min(p.mtu, mtu)
+            self._set_path_mtu(pobj, new)
+        if mtu is not None:
+            self._arm_pmtu_aging()
+
+    def _arm_pmtu_aging(self) -> None:
+        """One timer at the earliest aging deadline of a learned PMTU an offloaded path uses: the target
+        holds a copy and never asks the cache, so the increase is told to it when it happens."""
+        cache = self.stack.ip.pmtu
+        when = min((d for d in (cache.deadline(o.key[1]) for o in self.path_objs.values()
+                                if o.phase in (Phase.OFFLOADING, Phase.OFFLOADED)) if d is not None), default=None)
+        if when is None:
+            return
+        if self._pmtu_timer is not None:
+            if self._pmtu_timer_at <= when:
+                return
+            self._pmtu_timer.cancel()
+        self._pmtu_timer_at = when
+        self._pmtu_timer = self.scheduler.call_at(max(when, self.scheduler.now), self._pmtu_aging,
+                                                  label="chimney pmtu aging")
+
+    def _pmtu_aging(self) -> None:
+        self._pmtu_timer = None
+        self.stack.ip.pmtu.expire(self.scheduler.now)  # calls _pmtu_changed(dst, None) for each aged entry
+        self._arm_pmtu_aging()
+
+    def _route_event(self, what: str, route: Any) -> None:
+        """RouteTable listener: one `route_changed` pass after the current batch of table edits (a replace
+        is a remove and an add; `ip route` scripts change several routes at once)."""
+        if not self._route_pending and (self.path_objs or self.neighbor_objs):
+            self._route_pending = True
+            self._soon(self._route_pass)
+
+    def _route_pass(self) -> None:
+        self._route_pending = False
+        self.route_changed()
 
     def route_changed(self) -> None:
-        """The route table changed (call after RouteTable.add/remove; HostIp does not notify yet): paths
-        with no route are invalidated; paths whose next hop moved are re-linked to the new next hop's
-        neighbor with an update tree rooted at it (R-UPD-03), the neighbor offloaded first if needed."""
+        """The route table changed (RouteTable notifies; may also be called directly): paths with no route
+        are invalidated; paths whose next hop moved are re-linked to the new next hop's neighbor with an
+        update tree rooted at it (R-UPD-03), the neighbor offloaded first if needed; a path whose route MTU
+        changed gets its PathMtu updated. Paths still being offloaded are looked at once they are."""
         ip = self.stack.ip
         iface = self.binding.iface
         for pobj in list(self.path_objs.values()):
-            if pobj.invalid or pobj.phase is not Phase.OFFLOADED:
+            if pobj.invalid:
+                continue
+            if pobj.phase is Phase.OFFLOADING:
+                self._route_dirty = True
+                continue
+            if pobj.phase is not Phase.OFFLOADED:
                 continue
             src, dst = pobj.key
-            p = ip.path(src, dst)  # refreshes the shared Path's next hop / interface in place
+            p = ip.path(src, dst)  # refreshes the shared Path's next hop / interface / MTU in place
             for cp in self._dependents(pobj):
                 cp.tcb.refresh_path()
             if p is None or iface is None or p.interface != iface.name:
@@ -1449,6 +1610,8 @@ class OffloadManager:
             nkey = (p.interface, p.next_hop)
             cur = self._relink_wait.get(pobj, pobj.parent)
             if cur is not None and cur.key == nkey:
+                if pobj not in self._relink_wait:
+                    self._set_path_mtu(pobj, p.mtu)  # same neighbor: at most the route MTU changed
                 continue
             n = ip.neighbors[p.interface].get(p.next_hop)
             if n is None or n.mac is None or n.state is NeighborState.FAILED:
@@ -1461,9 +1624,7 @@ class OffloadManager:
                 continue
             if nobj is None:
                 nobj = self.neighbor_objs[nkey] = OffloadedObject("neighbor", nkey, n, None, len(p.next_hop) == 16)
-                self.stats["initiates"] += 1
-                self.ops_out += 1
-                self.ndis.initiate_offload(self.binding_handle, self._object_node(nobj))
+                self._initiate_call(self._object_node(nobj))
             self._relink_wait[pobj] = nobj
         self._pump_relinks()
 
@@ -1488,6 +1649,7 @@ class OffloadManager:
             for pobj in pobjs:
                 del self._relink_wait[pobj]
                 pobj.next_update = None
+                pobj.mtu = pobj.host.mtu
                 # R-UPD-04: only the path -> neighbor link moves; TCP nodes never appear here.
                 root.add_dependent(ProtocolOffloadBlockList(_cached_type(pobj), pobj.handle,
                                                             [PathOffloadStateCached(path_mtu=pobj.host.mtu)]))
@@ -1531,7 +1693,8 @@ class OffloadManager:
                 self.upload(cp.tcb, reason="invalidated")
 
     def check_neighbors(self) -> int:
-        """Invalidate offloaded neighbors the host's cache now has as FAILED (or removed)."""
+        """Invalidate offloaded neighbors the host's cache has as FAILED (or no longer has): a full sweep,
+        for callers that changed the cache behind its back; the cache's own changes arrive as events."""
         bad = []
         for nobj in self.neighbor_objs.values():
             if nobj.invalid or nobj.phase not in (Phase.OFFLOADING, Phase.OFFLOADED):
@@ -1543,21 +1706,10 @@ class OffloadManager:
                 bad.append(nobj)
         return self.invalidate(bad)
 
-    def _arm_neighbor_watch(self) -> None:
-        """NeighborCache reports MAC changes but not failures: while neighbors are offloaded, look at their
-        host entries every NEIGHBOR_WATCH_NS (no timer when none is)."""
-        if self._nbr_timer is None and self.neighbor_objs:
-            self._nbr_timer = self.scheduler.call_later(NEIGHBOR_WATCH_NS, self._neighbor_watch,
-                                                        label="chimney neighbor watch")
-
-    def _neighbor_watch(self) -> None:
-        self._nbr_timer = None
-        self.check_neighbors()
-        self._arm_neighbor_watch()
-
     def _probe_neighbor(self, nobj: OffloadedObject) -> None:
         """NUD probe of an offloaded neighbor (RFC 4861 7.3.3) after a reachability query found it
-        unconfirmed on both sides; checked again once the probes had their time."""
+        unconfirmed on both sides; a failed probe turns the entry FAILED, which invalidates the neighbor
+        (`_neighbor_event`)."""
         if nobj.invalid or nobj.phase is not Phase.OFFLOADED:
             return
         ifname, ip = nobj.key
@@ -1565,9 +1717,6 @@ class OffloadManager:
         n = cache.get(ip)
         if n is not None and n.state is NeighborState.STALE:
             cache.resolve(ip, lambda mac: None)
-        cfg = cache.config
-        wait = cfg.delay_first_probe_time + (cfg.max_unicast_solicit + 1) * cfg.retrans_timer
-        self.scheduler.call_later(wait, self.check_neighbors, label="chimney neighbor check")
 
     # ------------------------------------------------------------------ query (R-QRY-*)
 
@@ -1742,7 +1891,12 @@ class OffloadManager:
             self._soon(lambda: self.upload(cp.tcb, reason="abort"))  # R-EVT-04: resources until terminate
         elif event_type == TcpOffloadEventType.TcpIndicateRetrieve:
             self.stats["retrieves"] += 1
-            if self.policy.honours(info):
+            if cp.tcp_state in _HALF_CLOSED and not _mandatory(info):
+                # R-EVT-08 forbids this request (the verifier reports the target): the host does not act
+                # on it either; the connection finishes its close offloaded.
+                self.stats["retrieves_half_closed"] += 1
+                self.stats["retrieves_ignored"] += 1
+            elif self.policy.honours(info):
                 try:
                     why = TcpUploadReason(info).name
                 except ValueError:
@@ -1823,6 +1977,14 @@ def _stats_oids(version: int) -> tuple[int, int]:
     raise ValueError(f"IP version {version!r}: 4 or 6")
 
 
+def _mandatory(reason: int) -> bool:
+    """A TCP_UPLOAD_REASON the host must honour (§5.4); unknown values count as mandatory."""
+    try:
+        return TcpUploadReason(reason).mandatory
+    except ValueError:
+        return True
+
+
 def _status_name(st: int) -> str:
     try:
         return NdisStatus(st).name
@@ -1868,6 +2030,7 @@ def build_offload_pair(
     target_factory: Callable[..., Any] | None = None,
     checks: type[BoundaryChecks] = HostChimneyChecks,
     ims: Sequence[Callable[[str], Any]] | int = (),
+    manager_class: type[OffloadManager] = OffloadManager,
 ) -> OffloadPair:
     """Host A (198.18.0.1) bound through NDIS to an offload target whose emulated NIC sits on `link.a`;
     host B (198.18.0.2) a plain HostStack on `link.b`. `impairments`: one for both directions or an
@@ -1875,7 +2038,7 @@ def build_offload_pair(
     scheduler's own seed drives randomness). `target_factory(name, nic, scheduler, limits)` builds the
     target (default: the built-in `OffloadTarget`; `chimney verify` passes a user's class). `ims`: factories
     `f(name) -> IntermediateDriver` stacked bottom-up between the target and host A's binding, or a count of
-    `PassThroughChimneyIm` drivers."""
+    `PassThroughChimneyIm` drivers. `manager_class`: an OffloadManager subclass (host test doubles)."""
     from chimney.target import EmulatedNic, OffloadTarget, TargetLimits
 
     if isinstance(impairments, tuple):
@@ -1902,7 +2065,7 @@ def build_offload_pair(
     host_a = HostStack(scheduler, "A")
     binding = NdisHostBinding(host_a, params=offload_parameters(host_a.tcp.config, ticks_per_second))
     binding.attach(ndis, adapter, mac=nic.mac, addresses=["198.18.0.1/24"], mtu=link.a.mtu)
-    manager = OffloadManager(host_a, binding, policy)
+    manager = manager_class(host_a, binding, policy)
     host_b = HostStack(scheduler, "B")
     host_b.attach(link.b, addresses=["198.18.0.2/24"])
     if settle_ns:

@@ -2,6 +2,13 @@
 
 `HostIp` owns interfaces, one neighbor cache per interface, the route table, PMTU cache and the shared
 path objects; transports register per IP protocol and receive parsed frames.
+
+Offloaded receive: a port with a virtio_net_hdr (`TapPort.vnet_offloads` not None) delivers
+`(frame, VnetHdr | None)`; `input_frame(iface, frame, hdr)` then skips the TCP/UDP checksum when the
+header vouches for it (NEEDS_CSUM / DATA_VALID, interface `rx_csum_offload`) and takes GSO super-frames
+longer than the MTU when the interface has `rx_gso`; anything else is verified or dropped and counted
+in `drops` (reasons `vnet_*`). Batching: a port that reports the end of each receive drain
+(`set_drain_end`) lets `drain_listeners` (the TCP transport) send one ACK per drain, not one per frame.
 """
 
 from __future__ import annotations
@@ -10,13 +17,21 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from chimney.host.interface import Interface
 from chimney.host.neighbor import Neighbor, NeighborCache, NeighborConfig
 from chimney.host.route import Path, PathMtuCache, RouteTable
 from chimney.links.base import Port
+from chimney.links.vnet import (
+    VIRTIO_NET_HDR_F_DATA_VALID,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6,
+    VnetHdr,
+)
 from chimney.net.arp import ARP_REPLY, ARP_REQUEST
-from chimney.net.drops import Drop, DropCounters
+from chimney.net.drops import Drop, DropCounters, DropReason
 from chimney.net.ethernet import BROADCAST
 from chimney.net.frame import Frame, encode_arp_frame, encode_ipv4_frame, encode_ipv6_frame, parse_frame
 from chimney.net.icmp import (
@@ -46,6 +61,9 @@ from chimney.net.ipv6 import NH_ICMPV6
 from chimney.sim.scheduler import Scheduler
 
 ALL_NODES_V6 = ipaddress.ip_address("ff02::1").packed
+_CSUM_VOUCHED = VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID
+_GSO_TCP = {4: VIRTIO_NET_HDR_GSO_TCPV4, 6: VIRTIO_NET_HDR_GSO_TCPV6}
+_VLAN_ROOM = 4
 _ICMP6_ERRORS = frozenset((ICMP6_DEST_UNREACH, ICMP6_PACKET_TOO_BIG, ICMP6_TIME_EXCEEDED, ICMP6_PARAM_PROBLEM))
 
 
@@ -89,6 +107,7 @@ class HostIp:
         self.protocols: dict[int, ProtocolHandler] = {}
         self.error_listeners: list[ErrorListener] = []
         self.neighbor_listeners: list[Callable[[str, Neighbor, bytes | None], None]] = []
+        self.drain_listeners: list[Callable[[], None]] = []
         self.parse_drops = DropCounters()
         self.drops: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
@@ -119,7 +138,29 @@ class HostIp:
         iface.transmit = port.send
         if port.mtu < iface.mtu:
             iface.mtu = port.mtu
-        port.set_receiver(lambda frame, iface=iface: self.input_frame(iface, frame))
+        vnet = getattr(port, "vnet_offloads", None)
+        if vnet is not None:
+            # A vnet-header TAP: frames arrive with their offload header, and may leave with one.
+            iface.transmit_vnet = port.send_vnet  # type: ignore[attr-defined]
+            iface.rx_csum_offload, iface.rx_gso = vnet
+            port.set_vnet_receiver(  # type: ignore[attr-defined]
+                lambda frame, hdr, iface=iface: self.input_frame(iface, frame, hdr)
+            )
+        else:
+            port.set_receiver(lambda frame, iface=iface: self.input_frame(iface, frame))
+            set_csum = getattr(port, "set_csum_receiver", None)
+            if set_csum is not None:
+                # A TAP sums whole slabs of frames in one go; we then check TCP against that sum.
+                set_csum(partial(self.input_frame_csum, iface))
+        set_drain_end = getattr(port, "set_drain_end", None)
+        if set_drain_end is not None:
+            set_drain_end(self.drain_end)
+            iface.rx_batched = True
+
+    def drain_end(self) -> None:
+        """The port delivered its last frame of this wake-up: transports flush what they batched."""
+        for cb in self.drain_listeners:
+            cb()
 
     def add_address(self, ifname: str, cidr: str, *, announce: bool = True) -> None:
         """Configure an address and its connected route; announce it (gratuitous ARP / unsolicited NA)."""
@@ -192,6 +233,15 @@ class HostIp:
         self._ip_id = (self._ip_id + 1) & 0x7FFF
         return self._ip_id
 
+    def next_ip_ids(self, count: int) -> int:
+        """The first of `count` consecutive IPv4 IDs (a TSO super-frame's segments), all in the host's
+        half of the ID space (R-SEND-12): a run that would cross 0x7FFF starts again at 1."""
+        first = (self._ip_id + 1) & 0x7FFF
+        if first == 0 or first + count - 1 > 0x7FFF:
+            first = 1
+        self._ip_id = first + count - 1
+        return first
+
     def resolve_and_send(self, path: Path, build: Callable[[bytes], bytes], meta: str | None = None) -> bool:
         """Resolve the path's next hop and transmit `build(next_hop_mac)`; queued while resolving."""
         iface = self.interfaces[path.interface]
@@ -224,12 +274,57 @@ class HostIp:
 
     # -- input ------------------------------------------------------------------------------------
 
-    def input_frame(self, iface: Interface, frame: bytes | memoryview) -> None:
-        f = parse_frame(frame)
+    def input_frame(self, iface: Interface, frame: bytes | memoryview, hdr: VnetHdr | None = None) -> None:
+        """One received frame; `hdr` is its virtio_net_hdr when the link has one and it is not all zero."""
+        if hdr is None:
+            f = parse_frame(frame)
+        else:
+            f = self._parse_vnet(iface, frame, hdr)
+            if f is None:
+                return
+        if type(f) is Drop:
+            self.parse_drops.add(f)
+            return
+        self._input_parsed(iface, f)  # type: ignore[arg-type]
+
+    def input_frame_csum(self, iface: Interface, frame: memoryview, csum: int) -> None:
+        """One received frame with `csum`, the raw one's-complement sum of `frame[14:]` mod 0xFFFF
+        (CHECKSUM_COMPLETE, from the port): the TCP checksum is checked against it instead of summing
+        the payload again. Anything but untagged, unpadded IPv4/TCP is verified the ordinary way."""
+        f = parse_frame(frame, verify_checksums=False)
         if type(f) is Drop:
             self.parse_drops.add(f)
             return
         assert isinstance(f, Frame)
+        ip = f.ip_packet
+        if f.ip_version == 4 and ip is not None:
+            hl = f.ip_header_len
+            if int.from_bytes(ip[:hl], "big") % 0xFFFF:
+                self.parse_drops.add(Drop(DropReason.BAD_IPV4_CHECKSUM, "IPv4 header checksum"))
+                return
+            if f.tcp is not None and f.l2_len == 14 and len(ip) + 14 == len(frame):
+                # A valid IPv4 header sums to 0 (mod 0xFFFF), so `csum` is the TCP segment's own sum.
+                tn = len(ip) - hl  # type: ignore[operator]
+                if (int.from_bytes(f.ip_src + f.ip_dst, "big") + 6 + tn + csum) % 0xFFFF:  # type: ignore[operator]
+                    self.parse_drops.add(Drop(DropReason.BAD_TCP_CHECKSUM, f"checksum (complete sum {csum:#06x})"))
+                    return
+                if f.vlan_id is None and f.eth_dst == iface.mac and iface.vlan_id == 0 and iface.has_address(f.ip_dst):  # type: ignore[arg-type]
+                    # `_input_parsed`'s TCP case, inlined: this is the per-segment path.
+                    self.counters["ip_in"] += 1
+                    handler = self.protocols.get(6)
+                    if handler is not None:
+                        handler(f, iface)
+                        return
+                self._input_parsed(iface, f)
+                return
+        if ip is not None:
+            f = parse_frame(frame)  # UDP, ICMP, IPv6, tagged or padded frames: verify in full
+            if type(f) is Drop:
+                self.parse_drops.add(f)
+                return
+        self._input_parsed(iface, f)  # type: ignore[arg-type]
+
+    def _input_parsed(self, iface: Interface, f: Frame) -> None:
         # 802.1Q per interface: a tagged interface accepts only its VLAN; an untagged one only
         # untagged or priority-tagged (VID 0) frames.
         vid = f.vlan_id or 0
@@ -239,6 +334,15 @@ class HostIp:
         dst = f.eth_dst
         if dst != iface.mac and dst != BROADCAST and dst not in iface.multicast_macs:
             self.drops["not_our_mac"] += 1
+            return
+        if f.tcp is not None and iface.has_address(f.ip_dst):  # type: ignore[arg-type]
+            # The per-segment case: unicast TCP to us (a parsed TCP header means not a fragment).
+            self.counters["ip_in"] += 1
+            handler = self.protocols.get(6)
+            if handler is None:
+                self.drops["no_protocol"] += 1
+                return
+            handler(f, iface)
             return
         if f.arp is not None:
             self._input_arp(iface, f)
@@ -262,6 +366,43 @@ class HostIp:
                 self.drops["no_protocol"] += 1
                 return
             handler(f, iface)
+
+    def _parse_vnet(self, iface: Interface, frame: bytes | memoryview, hdr: VnetHdr) -> Frame | Drop | None:
+        """Parse a frame that came with offload metadata; None when it was dropped (counted here)."""
+        flags = hdr.flags
+        gso = hdr.gso_type & 0x7F
+        if gso:
+            if not iface.rx_gso:
+                self.drops["vnet_gso_not_enabled"] += 1
+                return None
+        elif len(frame) > iface.mtu + 14 + _VLAN_ROOM:
+            self.drops["vnet_oversize"] += 1
+            return None
+        vouched = flags & _CSUM_VOUCHED
+        if vouched and not iface.rx_csum_offload:
+            if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+                # The checksum field holds only the pseudo-header sum: unverifiable without the offload.
+                self.drops["vnet_csum_offload_not_enabled"] += 1
+                return None
+            vouched = 0  # DATA_VALID without the capability: verify anyway
+        f = parse_frame(frame, verify_checksums=not vouched)
+        if type(f) is Drop:
+            return f
+        assert isinstance(f, Frame)
+        if vouched and f.ip_version == 4:
+            # The offload vouches for the transport checksum only; the IPv4 header is still ours to check.
+            ip = f.ip_packet
+            assert ip is not None and f.ip_header_len is not None
+            if int.from_bytes(ip[: f.ip_header_len], "big") % 0xFFFF:
+                return Drop(DropReason.BAD_IPV4_CHECKSUM, "IPv4 header checksum (offloaded frame)")
+        if gso:
+            if f.tcp is None or _GSO_TCP.get(f.ip_version or 0) != gso:
+                self.drops["vnet_gso_not_tcp"] += 1
+                return None
+            self.counters["gso_frames_in"] += 1
+        if vouched:
+            self.counters["csum_offloaded_in"] += 1
+        return f
 
     def _is_our_multicast(self, iface: Interface, ip: bytes) -> bool:
         if len(ip) != 16 or ip[0] != 0xFF:

@@ -9,7 +9,9 @@ NDIS name -> Python name (methods of `NdisHostBinding`):
   ProtocolReceiveNetBufferLists (+ NdisReturnNetBufferLists)  -> receive_net_buffer_lists
   ProtocolStatusEx (OFFLOAD_PAUSE/RESUME, UPLOAD_ALL, media)  -> status_ex (-> OffloadManager.status_indication)
   ProtocolOidRequestComplete (pended OID_PNP_SET_POWER)       -> oid_request_complete
-  OID query NDIS_TCP_CONNECTION_OFFLOAD / set OID_TCP_CONNECTION_OFFLOAD_PARAMETERS -> negotiate
+  OID query NDIS_TCP_CONNECTION_OFFLOAD -> negotiate; set OID_TCP_CONNECTION_OFFLOAD_PARAMETERS (enables the
+  NIC's TCP chimney for this protocol) -> enable_offload (R-INIT-17 checked there); ProtocolUnbindAdapterEx
+  -> unbind_adapter_ex (gives the NIC's offload up)
   ProtocolXxxOffloadComplete, ProtocolIndicateOffloadEvent, ProtocolTcpOffloadXxxComplete,
   ProtocolTcpOffloadEvent, ProtocolTcpOffloadReceiveIndicate  -> same snake_case names, forwarded to the
                                                                  `chimney.host.chimney.OffloadManager`
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from chimney.host.interface import Interface
 from chimney.ndis.blocklist import ProtocolOffloadBlockList
 from chimney.ndis.buffers import NetBufferList, nbl_from_bytes
-from chimney.ndis.core import Adapter, Binding, Ndis, NdisStatusIndication
+from chimney.ndis.core import Adapter, Binding, BindingState, Ndis, NdisStatusIndication
 from chimney.ndis.driver import ProtocolDriver
 from chimney.ndis.oid import (
     OID_TCP_CONNECTION_OFFLOAD_HARDWARE_CAPABILITIES,
@@ -83,6 +85,8 @@ class NdisHostBinding(ProtocolDriver):
         self.caps: NdisTcpConnectionOffload | None = None
         self.params = params if params is not None else offload_parameters(stack.tcp.config)
         self.params_accepted = False
+        self.offload_enabled = False  # this protocol set the NIC's TCP offload parameters (R-INIT-17)
+        self.offload_conflict: NdisHostBinding | None = None  # the protocol that holds the NIC's offload
         self.manager: OffloadManager | None = None
         self.offload_paused = False
         self.media_up = True
@@ -99,6 +103,12 @@ class NdisHostBinding(ProtocolDriver):
 
     def bind_adapter_ex(self, binding: Binding, params: dict[str, Any]) -> NdisStatus:
         self.binding = binding
+        return _SUCCESS
+
+    def unbind_adapter_ex(self, binding_context: Any) -> NdisStatus:
+        # The NIC's TCP offload is free for another protocol from here on (R-INIT-17).
+        self.offload_enabled = False
+        self.params_accepted = False
         return _SUCCESS
 
     def attach(
@@ -127,8 +137,9 @@ class NdisHostBinding(ProtocolDriver):
 
     def negotiate(self) -> None:
         """Capability query (answered by NDIS from the miniport's attributes) then the parameter set the
-        miniport must handle (R-INIT-11), carrying TicksPerSecond (R-INIT-14). Only this protocol
-        enables the NIC's offload (R-INIT-17: one binding per adapter in our setups)."""
+        miniport must handle (R-INIT-11), carrying TicksPerSecond (R-INIT-14). R-INIT-17: when another
+        protocol already enabled the NIC's TCP offload, this one does not (`offload_conflict` names it):
+        its connections stay in the host."""
         ndis = self.ndis
         assert ndis is not None and self.binding is not None
         q = NdisOidRequest.query(OID_TCP_CONNECTION_OFFLOAD_HARDWARE_CAPABILITIES)
@@ -137,14 +148,43 @@ class NdisHostBinding(ProtocolDriver):
         self.params_accepted = False
         if self.caps is None:
             return
+        self.offload_conflict = self.offload_holder()
+        if self.offload_conflict is not None:
+            return
+        self.enable_offload()
+
+    def offload_holder(self) -> NdisHostBinding | None:
+        """Another protocol whose binding enabled TCP offload on the same NIC (through intermediate
+        drivers too: the NIC is the bottom of the adapter stack), or None."""
+        ndis = self.ndis
+        if ndis is None or self.binding is None:
+            return None
+        nic = _nic_of(self.binding.adapter)
+        for b in ndis.bindings:
+            other = b.protocol
+            if (other is not self and isinstance(other, NdisHostBinding) and other.binding is b
+                    and other.offload_enabled and b.state is not BindingState.CLOSED and _nic_of(b.adapter) is nic):
+                return other
+        return None
+
+    def enable_offload(self) -> None:
+        """Set OID_TCP_CONNECTION_OFFLOAD_PARAMETERS: this protocol enables the NIC's TCP chimney.
+        R-INIT-17 (host invariant): only one protocol at a time does."""
+        ndis = self.ndis
+        assert ndis is not None and self.binding is not None
+        holder = self.offload_holder()
+        ndis.verifier.check(holder is None, "R-INIT-17",
+                            f"{self.name} enables TCP offload on {self.binding.adapter.name} while "
+                            f"{holder.name if holder is not None else '?'} has it enabled", self.binding)
+        self.offload_enabled = True  # from the request on: a pended set still holds the NIC
         s = NdisOidRequest.set(OID_TCP_CONNECTION_OFFLOAD_PARAMETERS, self.params)
         st = ndis.oid_request(self.binding, s)
         if st != _PENDING:
-            self.params_accepted = st == _SUCCESS
+            self.params_accepted = self.offload_enabled = st == _SUCCESS
 
     def oid_request_complete(self, binding_context: Any, request: NdisOidRequest, status: int) -> None:
         if request.oid == OID_TCP_CONNECTION_OFFLOAD_PARAMETERS:
-            self.params_accepted = status == _SUCCESS
+            self.params_accepted = self.offload_enabled = status == _SUCCESS
         elif self.manager is not None:
             self.manager.oid_request_complete(request, status)  # OID_PNP_SET_POWER pended by the target
 
@@ -275,6 +315,13 @@ class NdisHostBinding(ProtocolDriver):
 
     def tcp_offload_receive_indicate(self, offload_context: Any, nbl: NetBufferList, status: int) -> tuple[int, int]:
         return self._mgr().receive_indicate(offload_context, nbl, status)
+
+
+def _nic_of(adapter: Adapter) -> Adapter:
+    """The physical adapter at the bottom of an intermediate-driver stack (the adapter itself if none)."""
+    while adapter.lower_binding is not None:
+        adapter = adapter.lower_binding.adapter
+    return adapter
 
 
 __all__ = ["NdisHostBinding", "offload_parameters"]

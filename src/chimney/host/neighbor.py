@@ -1,7 +1,9 @@
 """The framing layer's neighbor cache: ARP (IPv4) and neighbor discovery (IPv6) resolution state.
 
 One `Neighbor` per next hop, shared by every path through it — the object the chimney offloads as
-the root of a state tree (its MAC is cached state, its reachability times are HRD/NRD).
+the root of a state tree (its MAC is cached state, its reachability times are HRD/NRD). Listeners
+(`NeighborCache.listeners`) learn of every change an offloaded copy must follow: a new link-layer
+address (an update), and an entry that became FAILED or was removed (an invalidate), as it happens.
 """
 
 from __future__ import annotations
@@ -12,6 +14,17 @@ from dataclasses import dataclass
 from enum import Enum
 
 from chimney.sim.scheduler import NS_PER_MS, NS_PER_S, Scheduler, Timer
+
+
+class NeighborChange(Enum):
+    """What a `NeighborCache` listener is told about an entry."""
+
+    MAC = "mac"  # the link-layer address changed (ARP / NA with override): `old` is the previous MAC
+    FAILED = "failed"  # resolution or NUD probing gave up: the neighbor is unreachable
+    REMOVED = "removed"  # the entry left the cache (flush / administrative delete)
+
+
+NeighborListener = Callable[["Neighbor", NeighborChange, "bytes | None"], None]
 
 
 class NeighborState(Enum):
@@ -95,8 +108,9 @@ class NeighborCache:
     """Resolves next hops, queues packets while resolving and runs reachability confirmation.
 
     `solicit(neighbor, unicast)` is the framing layer's hook that puts an ARP request or a neighbor
-    solicitation on the wire; `on_change(neighbor, old_mac)` tells upper layers (and the chimney,
-    which must update an offloaded neighbor's cached MAC) that a link-layer address changed.
+    solicitation on the wire; `on_change(neighbor, old_mac)` tells upper layers that a link-layer
+    address changed. `listeners` (callables `(neighbor, NeighborChange, old_mac)`) hear of address
+    changes, failures and removals: the chimney updates or invalidates an offloaded neighbor from them.
     """
 
     def __init__(
@@ -112,6 +126,11 @@ class NeighborCache:
         self.on_change = on_change
         self.entries: dict[bytes, Neighbor] = {}
         self.counters = NeighborCounters()
+        self.listeners: list[NeighborListener] = []
+
+    def _notify(self, n: Neighbor, change: NeighborChange, old: bytes | None) -> None:
+        for cb in tuple(self.listeners):  # a listener may unsubscribe itself
+            cb(n, change, old)
 
     # -- lookups ----------------------------------------------------------------------------------
 
@@ -208,8 +227,10 @@ class NeighborCache:
             self._cancel(n)
         if n.state is NeighborState.FAILED:
             n.state = NeighborState.STALE
-        if changed and self.on_change is not None:
-            self.on_change(n, old)
+        if changed:
+            if self.on_change is not None:
+                self.on_change(n, old)
+            self._notify(n, NeighborChange.MAC, old)
         self._flush_queue(n)
         return n
 
@@ -229,6 +250,7 @@ class NeighborCache:
         if n is not None:
             self._cancel(n)
             n.queue.clear()
+            self._notify(n, NeighborChange.REMOVED, n.mac)
 
     def flush(self) -> None:
         for ip in list(self.entries):
@@ -296,6 +318,16 @@ class NeighborCache:
         n.queue.clear()
         self.counters.failed += 1
         self.counters.queue_dropped += dropped
+        self._notify(n, NeighborChange.FAILED, n.mac)
 
 
-__all__ = ["NS_PER_MS", "Neighbor", "NeighborCache", "NeighborConfig", "NeighborCounters", "NeighborState"]
+__all__ = [
+    "NS_PER_MS",
+    "Neighbor",
+    "NeighborCache",
+    "NeighborChange",
+    "NeighborConfig",
+    "NeighborCounters",
+    "NeighborListener",
+    "NeighborState",
+]

@@ -18,6 +18,7 @@ from chimney.sim.scheduler import NS_PER_MS
 
 if TYPE_CHECKING:
     from chimney.host.tcp import Tcb
+    from chimney.tcp import TcpConfig
 
 
 class PolicyMode(Enum):
@@ -47,6 +48,10 @@ class OffloadPolicy:
     # (TCP rides out short outages), True uploads every connection.
     upload_on_media_disconnect: bool = False
     pinned: set[Tcb] = field(default_factory=set)
+    # The values of UNCARRIED_SETTINGS the target is known to run with (what the host set the NIC up
+    # for, e.g. its defaults at bind time); None: not checked. A connection whose settings differ stays
+    # on the host with the reason (`OffloadManager.declined`).
+    baseline: TcpConfig | None = None
 
     @classmethod
     def never(cls) -> OffloadPolicy:
@@ -84,6 +89,17 @@ class OffloadPolicy:
             return established_for_ns >= self.after_ns
         return False
 
+    def uncarried(self, cfg: TcpConfig, peer_mss: int | None = None) -> str | None:
+        """Why a connection with `cfg` (and the peer's MSS) must stay on the host (a setting the chimney
+        cannot carry differs from `baseline`), or None."""
+        base = self.baseline
+        if base is None:
+            return None
+        if cfg.snd_mss_clamp and peer_mss is not None and cfg.mss < peer_mss:
+            return (f"TCP_MAXSEG {cfg.mss} bounds the MSS we send (below the peer's {peer_mss}): no chimney field "
+                    "for it (RemoteMss is the MSS the peer advertised, §2.4)")
+        return uncarried_settings(cfg, base)
+
     def honours(self, reason: int) -> bool:
         """Mandatory reasons are always honoured; optional ones as configured (§5.4, R-EVT-07)."""
         try:
@@ -93,4 +109,30 @@ class OffloadPolicy:
         return r.mandatory or self.honour_optional_uploads
 
 
-__all__ = ["OffloadPolicy", "PolicyMode"]
+# TcpConfig settings with no field in the chimney state (contract §2.4 TCP_OFFLOAD_STATE_CONST/CACHED/
+# DELEGATED) nor in the per-adapter NDIS_TCP_CONNECTION_OFFLOAD_PARAMETERS (R-INIT-12): an offloaded
+# connection runs the target's own behaviour for them. name -> what it is.
+UNCARRIED_SETTINGS: dict[str, str] = {
+    "fin_wait2_timeout_ns": "FIN_WAIT_2 timeout (the target's FIN_WAIT_2 timer starts at 120 s, R-TMR-05)",
+    "challenge_ack_limit": "challenge-ACK rate limit (RFC 5961 7)",
+    "oow_ack_interval_ns": "out-of-window ACK rate limit",
+    "rfc1337": "RFC 1337 TIME-WAIT RST handling",
+    "zero_window_probe_octet": "zero-window probe style (RFC 9293 3.8.6.1)",
+    "drop_missing_tsopt": "segments without TSopt (RFC 7323 3.2)",
+    "rto_min_ns": "minimum RTO",
+    "rto_max_ns": "maximum RTO",
+    "persist_min_ns": "minimum persist interval",
+    "persist_max_ns": "maximum persist interval",
+}
+
+
+def uncarried_settings(cfg: TcpConfig, baseline: TcpConfig) -> str | None:
+    """The first setting of UNCARRIED_SETTINGS where `cfg` differs from `baseline`, as a reason."""
+    for name, what in UNCARRIED_SETTINGS.items():
+        v, b = getattr(cfg, name), getattr(baseline, name)
+        if v != b:
+            return f"{name}={v} differs from the target's {b}: no chimney field for the {what}"
+    return None
+
+
+__all__ = ["UNCARRIED_SETTINGS", "OffloadPolicy", "PolicyMode", "uncarried_settings"]

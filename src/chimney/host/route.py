@@ -1,7 +1,8 @@
 """The path layer's routing table and path objects: where a destination goes and with what MTU.
 
 A `Path` (source, destination, next-hop neighbor, path MTU) is the route-cache entry the chimney
-offloads in the middle of a state tree; many TCP connections share one path.
+offloads in the middle of a state tree; many TCP connections share one path. Route-table edits and
+PMTU changes either way are told to listeners (the chimney re-links, invalidates or updates paths).
 """
 
 from __future__ import annotations
@@ -31,11 +32,26 @@ class Route:
         return f"{self.network}{via} dev {self.interface} metric {self.metric}"
 
 
+class _Keep:
+    """Marker type of `KEEP`."""
+
+
+KEEP = _Keep  # RouteTable.replace: leave this field as it is
+
+RouteListener = Callable[[str, Route], None]  # ("add" | "remove", route); a replace is a remove then an add
+
+
 class RouteTable:
-    """Longest-prefix match over IPv4 and IPv6 routes, ties broken by metric."""
+    """Longest-prefix match over IPv4 and IPv6 routes, ties broken by metric. `listeners` are called
+    after every change, with the table already in its new state."""
 
     def __init__(self) -> None:
         self._routes: list[Route] = []
+        self.listeners: list[RouteListener] = []
+
+    def _notify(self, what: str, route: Route) -> None:
+        for cb in tuple(self.listeners):
+            cb(what, route)
 
     def add(
         self,
@@ -50,13 +66,48 @@ class RouteTable:
         if gw is not None and len(gw) != (4 if net.version == 4 else 16):
             raise ValueError(f"gateway {gateway!r} is not of the family of {prefix}")
         r = Route(net, gw, interface, metric, mtu)
+        self._insert(r)
+        self._notify("add", r)
+        return r
+
+    def _insert(self, r: Route) -> None:
         self._routes.append(r)
         # most specific first, then lowest metric: lookup takes the first match
         self._routes.sort(key=lambda x: (-x.network.prefixlen, x.metric))
-        return r
 
     def remove(self, route: Route) -> None:
         self._routes.remove(route)
+        self._notify("remove", route)
+
+    def replace(
+        self,
+        route: Route,
+        *,
+        interface: str | None = None,
+        gateway: str | bytes | type[_Keep] | None = _Keep,
+        metric: int | None = None,
+        mtu: int | type[_Keep] | None = _Keep,
+    ) -> Route:
+        """`ip route replace`: swap `route` for one with the given fields changed (the others kept), in one
+        step, so no lookup ever sees the prefix without a route. Fields not given are kept; `gateway=None`
+        makes the route on-link, `mtu=None` makes it use the interface MTU."""
+        gw: bytes | None
+        if gateway is KEEP:
+            gw = route.gateway
+        elif isinstance(gateway, str):
+            gw = ipaddress.ip_address(gateway).packed
+        else:
+            gw = gateway  # type: ignore[assignment]
+        if gw is not None and len(gw) != (4 if route.network.version == 4 else 16):
+            raise ValueError(f"gateway {gateway!r} is not of the family of {route.network}")
+        new = Route(route.network, gw, interface if interface is not None else route.interface,
+                    metric if metric is not None else route.metric,
+                    route.mtu if mtu is KEEP else mtu)  # type: ignore[arg-type]
+        self._routes.remove(route)
+        self._insert(new)
+        self._notify("remove", route)
+        self._notify("add", new)
+        return new
 
     def routes(self) -> list[Route]:
         return list(self._routes)
@@ -82,13 +133,24 @@ class PmtuEntry:
     learned_at: int
 
 
+PmtuListener = Callable[[bytes, "int | None"], None]
+
+
 class PathMtuCache:
-    """Path MTU per destination learned from ICMP (RFC 1191 / RFC 8201), aged back to the link MTU."""
+    """Path MTU per destination learned from ICMP (RFC 1191 / RFC 8201), aged back to the link MTU.
+
+    `listeners(dst, mtu)` hear of every change of a destination's estimate: `mtu` is the new, lower
+    value after a report; None when the learned value is gone (aged out by `expire`, or `forget`), the
+    PMTU then rises back to the route / link MTU, which only the caller knows."""
 
     def __init__(self, aging: int = 600 * NS_PER_S) -> None:
         self.aging = aging
         self._entries: dict[bytes, PmtuEntry] = {}
-        self.listeners: list[Callable[[bytes, int], None]] = []
+        self.listeners: list[PmtuListener] = []
+
+    def _notify(self, dst: bytes, mtu: int | None) -> None:
+        for cb in tuple(self.listeners):
+            cb(dst, mtu)
 
     def get(self, dst: bytes, link_mtu: int, now: int) -> int:
         e = self._entries.get(dst)
@@ -96,6 +158,7 @@ class PathMtuCache:
             return link_mtu
         if now - e.learned_at >= self.aging:
             del self._entries[dst]  # RFC 1191 §6.3: periodically try the larger MTU again
+            self._notify(dst, None)
             return link_mtu
         return min(e.mtu, link_mtu)
 
@@ -109,9 +172,31 @@ class PathMtuCache:
             return None  # a report can only lower the PMTU (RFC 1191 §3)
         mtu = max(reported_mtu, floor)
         self._entries[dst] = PmtuEntry(mtu, now)
-        for cb in self.listeners:
-            cb(dst, mtu)
+        self._notify(dst, mtu)
         return mtu
+
+    def deadline(self, dst: bytes) -> int | None:
+        """When `dst`'s learned value ages out (ns); None when none is learned."""
+        e = self._entries.get(dst)
+        return None if e is None else e.learned_at + self.aging
+
+    def expire(self, now: int) -> list[bytes]:
+        """Drop the estimates older than `aging` (RFC 1191 §6.3 / RFC 8201 §4: try the larger MTU again)
+        and tell the listeners; `get` ages (and tells) lazily as well, this is for holders of a copy
+        (offloaded paths) that never call `get`."""
+        old = [d for d, e in self._entries.items() if now - e.learned_at >= self.aging]
+        for d in old:
+            del self._entries[d]
+        for d in old:
+            self._notify(d, None)
+        return old
+
+    def forget(self, dst: bytes) -> bool:
+        """Drop `dst`'s learned value now (`ip route flush cache`); True if there was one."""
+        if self._entries.pop(dst, None) is None:
+            return False
+        self._notify(dst, None)
+        return True
 
     def entries(self) -> dict[bytes, int]:
         return {k: v.mtu for k, v in self._entries.items()}

@@ -13,8 +13,11 @@ Syscall -> method (for a packetdrill-style runner; errors are `OSError.errno`):
     shutdown(how)       shutdown(SHUT_RD|WR|RDWR)  close()          close()
     setsockopt          setsockopt(level, opt, v)  getsockopt       getsockopt(level, opt) (SO_ERROR clears)
     fcntl O_NONBLOCK    setblocking(False)         poll()           poll(events) -> revents (Linux tcp_poll)
-Differences from Linux: SO_RCVBUF/SO_SNDBUF are not doubled; SO_LINGER only distinguishes {1, 0}
-(reset on close) from the default; TCP_MAXSEG bounds the MSS we advertise.
+Differences from Linux (unless TcpConfig.linux_sockopts, as in linux_profile()): SO_RCVBUF/SO_SNDBUF are
+not doubled; TCP_MAXSEG reads our MSS before a connection exists. SO_LINGER only distinguishes {1, 0}
+(reset on close) from the default; TCP_MAXSEG bounds the MSS we advertise (and send with, if
+snd_mss_clamp). With nodelay_pushes, setting TCP_NODELAY sends what Nagle held at once (Linux
+tcp_push_pending_frames).
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ SO_KEEPALIVE = 9
 SO_LINGER = 13
 IPPROTO_TCP = 6
 TCP_NODELAY = 1
+LINUX_BUF_MAX = 212_992  # net.core.rmem_max / wmem_max defaults
+LINUX_MIN_RCVBUF = 2304  # SOCK_MIN_RCVBUF (2048 + struct sk_buff), as a 64-bit Linux reports it
+LINUX_MIN_SNDBUF = 2 * LINUX_MIN_RCVBUF
+LINUX_MSS_DEFAULT = 536  # TCP_MSS_DEFAULT: getsockopt(TCP_MAXSEG) before a connection exists
 TCP_MAXSEG = 2
 TCP_KEEPIDLE = 4
 TCP_KEEPINTVL = 5
@@ -112,12 +119,12 @@ class Socket:
         self._tcb: Tcb | None = None
         self._listener: HostListener | None = None
         self._bound: tuple[bytes | None, int] | None = None
-        self._cfg_changes: dict[str, Any] = {}
+        self._cfg_changes: dict[str, Any] | None = None  # a dict from the first config option (memory)
         self._maxseg: int | None = None
         self._linger: tuple[int, int] = (0, 0)
         self._reuseaddr = 0
         self._timeout: float | None = None
-        self._waiters: list[SimFuture[None]] = []
+        self._waiters: list[SimFuture[None]] | None = None  # a list while a call waits (memory)
         self._version = 0
         self._shut_rd = False
         self._shut_wr = False
@@ -159,7 +166,7 @@ class Socket:
     def _wake(self) -> None:
         self._version += 1
         if self._waiters:
-            ws, self._waiters = self._waiters, []
+            ws, self._waiters = self._waiters, None
             for f in ws:
                 if not f.done():
                     f.set_result(None)
@@ -214,6 +221,8 @@ class Socket:
             if deadline is not None and sched.now >= deadline:
                 raise TimeoutError(errno.ETIMEDOUT, "timed out")
             fut: SimFuture[None] = SimFuture()
+            if self._waiters is None:
+                self._waiters = []
             self._waiters.append(fut)
             timer = None if deadline is None else sched.call_at(deadline, _resolve, fut, label="socket timeout")
             try:
@@ -282,6 +291,7 @@ class Socket:
         if tcb is None:
             raise _would_block()
         s = Socket._adopt(self.transport, tcb)
+        s._cfg_changes = self._cfg_changes  # options set on the listener are the child's (Linux inherits them)
         return s, (_fmt(tcb.remote), tcb.remote_port)
 
     def accept(self) -> tuple[Socket, Address]:
@@ -520,14 +530,21 @@ class Socket:
             if value < 0:
                 raise oserror(errno.EINVAL, "negative user timeout")
             changes = {"user_timeout_ns": int(value) * NS_PER_MS}
-        elif level == SOL_SOCKET and option == SO_RCVBUF:
-            changes = {"rcv_buf": _positive(value)}
-        elif level == SOL_SOCKET and option == SO_SNDBUF:
-            changes = {"snd_buf": _positive(value)}
+        elif level == SOL_SOCKET and option in (SO_RCVBUF, SO_SNDBUF):
+            name = "rcv_buf" if option == SO_RCVBUF else "snd_buf"
+            if self.transport.config.linux_sockopts:
+                # Linux sock_setsockopt: min(value, rmem_max/wmem_max), stored doubled (at least the
+                # minimum); the engine's buffer is the half the doubling accounts for.
+                v = min(max(int(value), 0), LINUX_BUF_MAX)
+                floor = LINUX_MIN_RCVBUF if option == SO_RCVBUF else LINUX_MIN_SNDBUF
+                changes = {name: max(2 * v, floor) // 2}
+            else:
+                changes = {name: _positive(value)}
         elif level == IPPROTO_TCP and option == TCP_MAXSEG:
-            if not 88 <= value <= 65495:
+            linux = self.transport.config.linux_sockopts
+            if not ((linux and (value == 0 or 88 <= value <= 32767)) or (not linux and 88 <= value <= 65495)):
                 raise oserror(errno.EINVAL, f"maxseg {value}")
-            self._maxseg = int(value)  # applied to the MSS we advertise at connect/listen
+            self._maxseg = int(value) or None  # applied to the MSS we advertise at connect/listen
             return
         elif level == SOL_SOCKET and option == SO_LINGER:
             onoff, secs = value
@@ -538,9 +555,15 @@ class Socket:
             return
         else:
             raise oserror(errno.ENOPROTOOPT, f"option ({level}, {option})")
-        self._cfg_changes.update(changes)
+        self._cfg_changes = {**(self._cfg_changes or {}), **changes}
         if self._tcb is not None and not self._tcb.closed:
-            self._tcb.path.configure(**changes)
+            path = self._tcb.path
+            path.configure(**changes)
+            conn = self._tcb.conn
+            if changes.get("nagle") is False and path.kind == "host" and conn.cfg.nodelay_pushes:
+                # Linux tcp_push_pending_frames: what Nagle held goes out now, not with the next write.
+                conn.push(self.scheduler.now)
+                path.flush()  # type: ignore[attr-defined]
         if self._listener is not None:
             self._listener.cfg = self._cfg()
 
@@ -556,8 +579,14 @@ class Socket:
             tcb = self._tcb
             if tcb is not None and tcb.established:
                 return tcb.conn.snd_mss
-            return self._maxseg or self.transport.config.mss
+            if self._maxseg:
+                return self._maxseg
+            return LINUX_MSS_DEFAULT if self.transport.config.linux_sockopts else self.transport.config.mss
         cfg = self._tcb.conn.cfg if self._tcb is not None else self._cfg()
+        if option in (SO_RCVBUF, SO_SNDBUF) and level == SOL_SOCKET and cfg.linux_sockopts:
+            name = "rcv_buf" if option == SO_RCVBUF else "snd_buf"
+            v = getattr(cfg, name)
+            return 2 * v if name in (self._cfg_changes or {}) else v
         table: dict[tuple[int, int], Any] = {
             (IPPROTO_TCP, TCP_NODELAY): int(not cfg.nagle),
             (SOL_SOCKET, SO_KEEPALIVE): int(cfg.keepalive),

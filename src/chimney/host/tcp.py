@@ -25,6 +25,12 @@ from typing import Any, Protocol
 from chimney.host.ip import HostIp, IcmpError
 from chimney.host.neighbor import Neighbor, NeighborState
 from chimney.host.route import Path
+from chimney.links.vnet import (
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6,
+    VnetHdr,
+)
 from chimney.ndis.offload_state import TcpConnectionState
 from chimney.net.frame import Frame, TcpFrameBuilder
 from chimney.net.icmp import ICMP_DEST_UNREACH
@@ -50,6 +56,8 @@ from chimney.tcp.events import Event
 IPPROTO_TCP = 6
 EPHEMERAL_LOW = 32768  # Linux net.ipv4.ip_local_port_range
 EPHEMERAL_HIGH = 60999
+HDR_SCRATCH = 256  # >= TcpFrameBuilder.header_room for any family/VLAN (14 + 4 + 40 + 60)
+BUILDER_CACHE_MAX = 4096  # distinct (MACs, addresses, VLAN) header templates kept for sharing
 MASK = 0xFFFFFFFF
 _REACHABLE = NeighborState.REACHABLE
 
@@ -70,6 +78,7 @@ class TransportCounters:
     """Transport-wide counters (per-segment ones are plain ints: this is the hot path)."""
 
     __slots__ = (
+        "acks_coalesced",
         "active_opens",
         "closed",
         "established",
@@ -83,6 +92,7 @@ class TransportCounters:
         "segs_out",
         "timer_arms",
         "timer_fires",
+        "tso_frames_out",
     )
 
     def __init__(self) -> None:
@@ -206,8 +216,9 @@ class Tcb:
         self.neighbor: Neighbor | None = transport.ip.neighbors[ip_path.interface].get(ip_path.next_hop)
         self.builder: TcpFrameBuilder | None = None
         self.l2_len = 14
-        self.hdr = bytearray(0)
-        self.hdr_mv = memoryview(self.hdr)
+        # The transport's one header scratch buffer: every frame is copied out of it before it is sent.
+        self.hdr = transport.hdr
+        self.hdr_mv = transport.hdr_mv
         self.timer: Timer | None = None
         self.timer_when: int | None = None
         self.owner: TcbOwner | None = None
@@ -218,6 +229,8 @@ class Tcb:
         self.peer_closed = False
         self.close_reason: str | None = None
         self.path: TcbPath = HostPath(transport, self)
+        if self.iface.tso_max and transport.tso:
+            conn.tso_max = self.iface.tso_max
 
     def __repr__(self) -> str:
         import ipaddress
@@ -245,6 +258,7 @@ class Tcb:
         self.iface = tr.ip.interfaces[p.interface]
         self.neighbor = tr.ip.neighbors[p.interface].get(p.next_hop)
         self.builder = None
+        self.conn.tso_max = self.iface.tso_max if tr.tso else 0
         if isinstance(self.path, HostPath) and p.mtu < self.conn.cfg.path_mtu:
             self.conn.set_path_mtu(p.mtu)
 
@@ -357,6 +371,21 @@ class HostPath(TcbPath):
             tr._confirm_reachability(self.tcb, now)
         self.flush()
 
+    def input_batched(self, seg: TcpSegment) -> None:
+        """`input` during a link's receive drain: output and events wait for `TcpTransport.drain_end`
+        (or every `rx_batch` segments), so a burst of data gets one cumulative ACK, not one per two."""
+        conn = self.conn
+        tr = self.transport
+        now = tr.scheduler.now
+        una = conn.snd_una
+        conn.receive(seg, now)
+        if conn.snd_una != una:
+            tr._confirm_reachability(self.tcb, now)
+        tr._pending[self] = None
+        tr._pending_segs += 1
+        if tr._pending_segs >= tr.rx_batch:
+            tr.drain_end()
+
     def icmp_error(self, err: IcmpError) -> None:
         conn = self.conn
         tcb = self.tcb
@@ -397,8 +426,9 @@ class HostPath(TcbPath):
             conn.on_timer(now)
         self.flush()
 
-    def flush(self) -> None:
-        """Transmit what the engine queued, hand its events to the TCB, keep the timer armed."""
+    def flush(self, coalesce: bool = False) -> None:
+        """Transmit what the engine queued, hand its events to the TCB, keep the timer armed.
+        `coalesce` (end of a receive batch): a pure ACK followed by one acknowledging more is not sent."""
         if self.detached:
             return
         conn = self.conn
@@ -406,7 +436,10 @@ class HostPath(TcbPath):
         tr = self.transport
         if conn._out:
             emit = tr.emit
-            for seg in conn.pop_segments():
+            segs = conn.pop_segments()
+            if coalesce and len(segs) > 1:
+                segs = tr._coalesce_acks(segs)
+            for seg in segs:
                 emit(tcb, seg)
         if conn._events:
             tcb.deliver(conn.pop_events())
@@ -514,8 +547,20 @@ class TcpTransport:
         self._next_port = rng.randrange(EPHEMERAL_LOW, EPHEMERAL_HIGH + 1)
         self._ports: dict[tuple[bytes, int], int] = {}  # (local ip, port) -> connections using it
         self.confirm_interval = NS_PER_S  # at most one reachability confirmation per neighbor per second
+        # Memory per idle connection: one header scratch buffer (Ethernet+802.1Q+IPv6+60-byte TCP fit)
+        # and one immutable frame builder per (MACs, addresses, VLAN), shared by all TCBs.
+        self.hdr = bytearray(HDR_SCRATCH)
+        self.hdr_mv = memoryview(self.hdr)
+        self._builders: dict[tuple[bytes, bytes, bytes, bytes, int, int], TcpFrameBuilder] = {}
+        # Offload use: TSO on interfaces that offer it; on links that report receive drains, output
+        # waits for the drain end (at most `rx_batch` segments), ACKs coalesced.
+        self.tso = True
+        self.rx_batch = 32
+        self._pending: dict[HostPath, None] = {}
+        self._pending_segs = 0
         ip.protocols[IPPROTO_TCP] = self.input
         ip.error_listeners.append(self.icmp_error)
+        ip.drain_listeners.append(self.drain_end)
 
     # -- lookups (the chimney's entry points) -------------------------------------------------------
 
@@ -658,7 +703,20 @@ class TcpTransport:
         self.counters.segs_in += 1
         tcb = self.conns.get((frame.ip_dst, seg.dst_port, frame.ip_src, seg.src_port))  # type: ignore[arg-type]
         if tcb is not None:
-            tcb.path.input(seg, frame)
+            path = tcb.path
+            if type(path) is HostPath and iface.rx_batched:
+                # HostPath.input_batched, inlined (per segment).
+                conn = path.conn
+                una = conn.snd_una
+                conn.receive(seg, self.scheduler.now)
+                if conn.snd_una != una:
+                    self._confirm_reachability(tcb, self.scheduler.now)
+                self._pending[path] = None
+                self._pending_segs += 1
+                if self._pending_segs >= self.rx_batch:
+                    self.drain_end()
+            else:
+                path.input(seg, frame)
             return
         port = seg.dst_port
         lst = self.listeners.get((frame.ip_dst, port)) or self.listeners.get((None, port))
@@ -670,6 +728,30 @@ class TcpTransport:
         r = rst_for(seg)
         if r is not None:
             self.send_control(frame.ip_dst, frame.ip_src, r)  # type: ignore[arg-type]
+
+    def drain_end(self) -> None:
+        """The link finished a burst of received frames: send what the batched connections queued."""
+        pend = self._pending
+        if not pend:
+            return
+        self._pending = {}
+        self._pending_segs = 0
+        for path in pend:
+            path.flush(True)
+
+    def _coalesce_acks(self, segs: list[TcpSegment]) -> list[TcpSegment]:
+        """Drop each pure ACK that a later segment of the same burst acknowledges past (what a GRO
+        receiver sends). Duplicate ACKs (same ack number: loss signals) and SACK-carrying ones stay."""
+        out: list[TcpSegment] = []
+        prev: TcpSegment | None = None
+        for seg in segs:
+            if prev is not None and seg.flags & ACK and seg.ack != prev.ack:
+                out.pop()
+                self.counters.acks_coalesced += 1
+            out.append(seg)
+            o = seg.options
+            prev = seg if seg.flags == ACK and not seg.payload and (o is None or not o.sack_blocks) else None
+        return out
 
     def icmp_error(self, err: IcmpError) -> None:
         if err.proto != IPPROTO_TCP:
@@ -688,10 +770,13 @@ class TcpTransport:
         n = tcb.neighbor
         b = tcb.builder
         if n is not None and n.state is _REACHABLE and b is not None and b.eth_dst == n.mac:
+            payload = seg.payload
+            if tcb.iface.tso_max and len(payload) > tcb.conn.snd_mss:
+                self._send_tso(tcb, b, seg)
+                return
             hdr = tcb.hdr_mv
             ip_id = self.ip.next_ip_id() if tcb.family == 4 else 0
             hlen = b.build(hdr, seg, ip_id=ip_id)
-            payload = seg.payload
             if hlen + len(payload) - tcb.l2_len > tcb.ip_path.mtu:
                 hlen = self._fit_mtu(tcb, b, seg, ip_id, hlen)
             tcb.iface.send(b"".join((hdr[:hlen], payload)) if len(payload) else bytes(hdr[:hlen]), None)
@@ -708,14 +793,16 @@ class TcpTransport:
         b = tcb.builder
         iface = tcb.iface
         if b is None or b.eth_dst != mac or b.eth_src != iface.mac:
-            b = tcb.builder = TcpFrameBuilder(iface.mac, mac, tcb.local, tcb.remote, vlan_id=iface.vlan_id,
-                                              vlan_prio=iface.vlan_prio)
+            b = tcb.builder = self._builder_for(iface, mac, tcb.local, tcb.remote)
             tcb.l2_len = b.csum_start - (20 if tcb.family == 4 else 40)
             if len(tcb.hdr) < b.header_room:
                 tcb.hdr = bytearray(b.header_room)
                 tcb.hdr_mv = memoryview(tcb.hdr)
         if tcb.neighbor is None:
             tcb.neighbor = self.ip.neighbors[tcb.ip_path.interface].get(tcb.ip_path.next_hop)
+        if iface.tso_max and len(seg.payload) > tcb.conn.snd_mss:
+            self._send_tso(tcb, b, seg)
+            return
         hdr = tcb.hdr_mv
         ip_id = self.ip.next_ip_id() if tcb.family == 4 else 0
         hlen = b.build(hdr, seg, ip_id=ip_id)
@@ -723,6 +810,40 @@ class TcpTransport:
         if hlen + len(payload) - tcb.l2_len > tcb.ip_path.mtu:
             hlen = self._fit_mtu(tcb, b, seg, ip_id, hlen)
         iface.send(b"".join((hdr[:hlen], payload)) if len(payload) else bytes(hdr[:hlen]), None)
+
+    def _builder_for(self, iface: Any, mac: bytes, local: bytes, remote: bytes) -> TcpFrameBuilder:
+        """The shared frame builder for these headers (builders are immutable once built)."""
+        key = (iface.mac, mac, local, remote, iface.vlan_id, iface.vlan_prio)
+        b = self._builders.get(key)
+        if b is None:
+            if len(self._builders) >= BUILDER_CACHE_MAX:
+                self._builders.clear()  # TCBs keep theirs; only future lookups rebuild
+            b = self._builders[key] = TcpFrameBuilder(
+                iface.mac, mac, local, remote, vlan_id=iface.vlan_id, vlan_prio=iface.vlan_prio
+            )
+        return b
+
+    def _send_tso(self, tcb: Tcb, b: TcpFrameBuilder, seg: TcpSegment) -> None:
+        """One TSO super-segment: headers with the pseudo-header checksum only, a NEEDS_CSUM + GSO
+        header telling the link to cut it into snd_mss-byte frames and finish every checksum."""
+        iface = tcb.iface
+        mss = tcb.conn.snd_mss
+        payload = seg.payload
+        if tcb.family == 4:
+            # The link numbers the frames ip_id, ip_id+1, ...: reserve the whole run (R-SEND-12 half).
+            ip_id = self.ip.next_ip_ids(-(-len(payload) // mss))
+            gso = VIRTIO_NET_HDR_GSO_TCPV4
+        else:
+            ip_id = 0
+            gso = VIRTIO_NET_HDR_GSO_TCPV6
+        hdr = tcb.hdr_mv
+        hlen = b.build(hdr, seg, ip_id=ip_id, offload_csum=True)
+        vh = VnetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso, hlen, mss, b.csum_start, b.csum_offset)
+        self.counters.tso_frames_out += 1
+        tx = iface.transmit_vnet
+        if tx is None or not iface.up:
+            return
+        tx(b"".join((hdr[:hlen], payload)), vh)
 
     def _fit_mtu(self, tcb: Tcb, b: TcpFrameBuilder, seg: TcpSegment, ip_id: int, hlen: int) -> int:
         """A full-sized segment whose SACK blocks push it past the path MTU: drop SACK blocks (they are

@@ -394,7 +394,7 @@ class ChimneyChecks(BoundaryChecks):
         obj.indicating += 1
         return obj
 
-    def event_exit(self, ref: NdisOffloadHandleRef, token: Any) -> None:
+    def event_exit(self, ref: NdisOffloadHandleRef, token: Any, completed: bool) -> None:
         if token is not None:
             token.indicating -= 1
 
@@ -633,6 +633,13 @@ class ChimneyChecks(BoundaryChecks):
             for node in iter_tree(mbl):
                 if op is Op.INVALIDATE:
                     self.v.check(not node.state, "R-TREE-17", "invalidate completion carries state structures", node)
+                elif op is Op.UPDATE:
+                    # The CACHED variables the target runs with from now on (keepalive on/off: R-TRM-25);
+                    # after a failed update they are unknown (the host terminates), so R-TRM-25 stops there.
+                    cached = _find(node.state, TcpOffloadStateCached)
+                    obj = self._obj_of_node(node) if cached is not None else None
+                    if obj is not None:
+                        obj.cached = cached if node.status == _SUCCESS else None
                 elif op is Op.QUERY:
                     obj = self._obj_of_node(node)
                     dlg = _find(node.state, TcpOffloadStateDelegated)
@@ -831,7 +838,7 @@ class ChimneyChecks(BoundaryChecks):
             )
         else:
             v.check(total > 0, "R-TRM-14", "NetBufferListChain returned without send data (must be None)", *returned)
-            if dlg is not None:
+            if dlg is not None and node.status == _SUCCESS:
                 nxt = (dlg.snd_nxt - dlg.snd_una) & SEQ_MASK
                 mx = (dlg.snd_max - dlg.snd_una) & SEQ_MASK
                 v.check(
@@ -843,7 +850,8 @@ class ChimneyChecks(BoundaryChecks):
                     f"SendDataHead/Tail and SndUna/SndNxt/SndMax offsets {nxt}/{mx}",
                     dlg,
                 )
-        if dlg is not None:
+        if dlg is not None and node.status == _SUCCESS:
+            # A FAILURE node returns no state (lost catastrophically, R-TRM-08): only SUCCESS state is checked.
             if obj.ts_time is not None:
                 delta = (dlg.ts_time - obj.ts_time) & SEQ_MASK
                 v.check(

@@ -26,6 +26,8 @@ _CORE_OFF = "tests/ndis/test_core_offload.py"
 
 _WIRE = "needs observation of segments on the wire, not of NDIS calls"
 _INTERNAL = "internal target state/timing that never crosses the NDIS boundary"
+# Not at the boundary, but `chimney verify` observes it on the wire or through queries (conformance/scenarios*.py).
+_VERIFY = " (at the NDIS boundary); `chimney verify` checks it in conformance scenario "
 
 # rule id -> (kind, where / reason, tests)
 COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -159,7 +161,8 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ),
     ),
     "R-OFF-24": (CHIMNEY, "ChimneyChecks._initiate_tcp (HOST-INVARIANT)", (f"{_OFF}::test_r_off_24_host_offloads_a_time_wait_connection",)),
-    "R-OFF-25": (UNCHECKABLE, "descaling is internal; only visible in retransmission timing on the wire", ()),
+    "R-OFF-25": (UNCHECKABLE, "descaling is internal, visible only in retransmission timing on the wire" + _VERIFY
+                 + "rtt-descaling / ticks-10 / ticks-100 (RTO after a loss vs the offered SRtt/RttVar)", ()),
     "R-OFF-26": (UNCHECKABLE, "accepting an initiate is not observable (no return value); see R-OFF-10", ()),
     "R-OFF-27": (UNCHECKABLE, "a resource shortage after offload is internal to the target", ()),
     "R-OFF-28": (
@@ -200,7 +203,8 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ),
     ),
     "R-TRM-06": (CHIMNEY, "ChimneyChecks.state_complete", (f"{_TRM}::test_r_trm_06_terminate_completed_synchronously",)),
-    "R-TRM-07": (UNCHECKABLE, "whether the delegated values are fresh copies is not observable (only that they exist)", ()),
+    "R-TRM-07": (UNCHECKABLE, "NDIS sees only that the values exist, not whether they are current" + _VERIFY
+                 + "rtt-descaling (RcvNxt/SndUna/SndMax of a quiet connection vs the wire)", ()),
     "R-TRM-08": (
         CORE,
         "BoundaryChecks.state_complete (reported as R-TREE-15: terminate node Status limited to SUCCESS/FAILURE)",
@@ -232,7 +236,8 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "R-TRM-15": (UNCHECKABLE, "which received bytes were acknowledged is only visible on the wire", ()),
     "R-TRM-16": (UNCHECKABLE, "target memory accesses between crossings are invisible; ownership is core R-NBL-02", ()),
     "R-TRM-17": (UNCHECKABLE, _WIRE + " (pending ACKs) and internal timer state", ()),
-    "R-TRM-18": (UNCHECKABLE, _INTERNAL + " (push/SWS timers)", ()),
+    "R-TRM-18": (UNCHECKABLE, _INTERNAL + " (push/SWS timers); a timer left running shows only as a completion "
+                 "or segment after the terminate, which is R-TRM-23 / R-TRM-19", ()),
     "R-TRM-19": (UNCHECKABLE, _WIRE, ()),
     "R-TRM-20": (UNCHECKABLE, _WIRE, ()),
     "R-TRM-21": (
@@ -270,7 +275,8 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "R-TRM-26": (UNCHECKABLE, "compliance means the terminate eventually completes (liveness, not a crossing)", ()),
     "R-TRM-27": (
         UNCHECKABLE,
-        "hardware corruption is internal; the visible steps are checked as R-TRM-06/09 and R-EVT-03",
+        "hardware corruption is internal; the visible steps are checked as R-TRM-06/09 and R-EVT-03" + _VERIFY
+        + "hardware-failure (the whole sequence, through the target's hardware_failure() hook)",
         (),
     ),
     # ---------------------------------------------------------------- SEND
@@ -387,7 +393,8 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
             f"{_IND}::test_mandatory_retrieve_on_a_half_closed_connection_is_allowed",
         ),
     ),
-    "R-EVT-09": (UNCHECKABLE, "the optimum backlog is the target's own estimate; independence is semantic", ()),
+    "R-EVT-09": (UNCHECKABLE, "the optimum backlog is the target's own estimate" + _VERIFY + "persist-state "
+                 "(more data posted behind a zero window leaves it unchanged)", ()),
     "R-EVT-10": (
         CHIMNEY,
         "ChimneyChecks.tcp_event_pre (an event repeating the unchanged value; rate/size thresholds are policy)",
@@ -396,8 +403,10 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "R-EVT-11": (CHIMNEY, "ChimneyChecks.tcp_event_pre", (f"{_IND}::test_r_evt_11_disconnect_event_with_information",)),
     "R-EVT-12": (UNCHECKABLE, "the motive of an upload request cannot be observed", ()),
     # ---------------------------------------------------------------- TMR
-    "R-TMR-01": (UNCHECKABLE, _INTERNAL, ()),
-    "R-TMR-02": (UNCHECKABLE, _INTERNAL + " (counter width)", ()),
+    "R-TMR-01": (UNCHECKABLE, _INTERNAL + _VERIFY + "update-flags / rtt-descaling / persist-state (keepalive, "
+                 "retransmit and persist timers by their segments)", ()),
+    "R-TMR-02": (UNCHECKABLE, _INTERNAL + " (counter width)" + _VERIFY + "update-flags (a three-week KaTimeout "
+                 "read back by a query)", ()),
     "R-TMR-03": (UNCHECKABLE, "entering TIME_WAIT is only visible on the wire", ()),
     "R-TMR-04": (
         TEST,
@@ -414,7 +423,8 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "R-TMR-12": (UNCHECKABLE, _WIRE, ()),
     "R-TMR-13": (UNCHECKABLE, _WIRE, ()),
     "R-TMR-14": (UNCHECKABLE, _WIRE, ()),
-    "R-TMR-15": (UNCHECKABLE, _INTERNAL + " (persist state); the -1-if-idle part is R-TRM-25 / R-QRY-08", ()),
+    "R-TMR-15": (UNCHECKABLE, _INTERNAL + " (persist state); the -1-if-idle part is R-TRM-25 / R-QRY-08" + _VERIFY
+                 + "persist-state", ()),
     "R-TMR-16": (
         TEST,
         "holds by construction: no push-timer field crosses the boundary; its wire behaviour is not observable here",
@@ -423,26 +433,27 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "R-TMR-17": (UNCHECKABLE, _WIRE, ()),
     "R-TMR-18": (UNCHECKABLE, "a MAY; the resulting retrieve is checked as R-EVT-06", ()),
     "R-TMR-19": (UNCHECKABLE, _INTERNAL + " (resumed retransmit state)", ()),
-    "R-TMR-20": (UNCHECKABLE, _WIRE, ()),
+    "R-TMR-20": (UNCHECKABLE, _WIRE + _VERIFY + "rtt-descaling (a whole small NBL is not held back)", ()),
     "R-TMR-21": (
         TEST,
         "holds by construction: no SWS-timer field crosses the boundary; restart-or-send is wire behaviour",
         (f"{_TRM}::test_r_tmr_04_16_21_delegated_state_has_no_delayed_ack_push_or_sws_fields",),
     ),
-    "R-TMR-22": (UNCHECKABLE, _WIRE, ()),
+    "R-TMR-22": (UNCHECKABLE, _WIRE + _VERIFY + "rtt-descaling / ticks-10 / ticks-100", ()),
     "R-TMR-23": (UNCHECKABLE, _WIRE, ()),
     "R-TMR-24": (UNCHECKABLE, _INTERNAL, ()),
     # ---------------------------------------------------------------- TS
     "R-TS-01": (UNCHECKABLE, _INTERNAL + " (NicTime)", ()),
     "R-TS-02": (UNCHECKABLE, _WIRE, ()),
-    "R-TS-03": (UNCHECKABLE, _INTERNAL, ()),
+    "R-TS-03": (UNCHECKABLE, _INTERNAL + _VERIFY + "rtt-descaling (queried SRtt vs the timestamp RTT)", ()),
     "R-TS-04": (
         CHIMNEY,
         "ChimneyChecks._returned_sends (returned TsTime not behind the offered one, modulo 2^32)",
         (f"{_TRM}::test_r_ts_04_returned_ts_time_behind_the_offered_one", f"{_TRM}::test_r_ts_04_ts_time_may_wrap_forward"),
     ),
-    "R-TS-05": (UNCHECKABLE, _INTERNAL + " (clock rate)", ()),
-    "R-TS-06": (UNCHECKABLE, "correct TsRecent values need the peer's timestamps from the wire", ()),
+    "R-TS-05": (UNCHECKABLE, _INTERNAL + " (clock rate)" + _VERIFY + "rtt-descaling (TSval rate)", ()),
+    "R-TS-06": (UNCHECKABLE, "correct TsRecent values need the peer's timestamps from the wire" + _VERIFY
+                + "rtt-descaling (TSecr echoes, TsRecent at terminate)", ()),
     "R-TS-07": (UNCHECKABLE, _WIRE, ()),
     # ---------------------------------------------------------------- extra (same timer check)
     "R-QRY-08": (
@@ -450,6 +461,8 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "ChimneyChecks._timers at query completion",
         (f"{_TRM}::test_r_qry_08_query_reports_an_idle_retransmit_timer_as_running",),
     ),
+    # ---------------------------------------------------------------- RFC (hardware only)
+    "R-RFC-04": (UNCHECKABLE, "64-bit PCI addressing is a property of DMA hardware; a software target has none", ()),
 }
 
 

@@ -132,7 +132,7 @@ class Expr:
         if k == "list":
             return "[" + ", ".join(str(i) for i in self.items) + "]"
         if k == "struct":
-            return "{" + ", ".join(f"{n}={v}" for n, v in self.fields.items()) + "}"
+            return "{" + ", ".join([*(str(i) for i in self.items), *(f"{n}={v}" for n, v in self.fields.items())]) + "}"
         return f"{self.value}(" + ", ".join(str(i) for i in self.items) + ")"
 
 

@@ -54,6 +54,23 @@ PROFILES = ("rfc", "linux")
 _TCP_HDR = struct.Struct("!HHIIBBHHH")
 
 
+# TcpConfig fields NDIS_TCP_CONNECTION_OFFLOAD_PARAMETERS carries (per adapter, R-INIT-12).
+ADAPTER_SETTINGS = frozenset(
+    {"delayed_ack", "delack_timeout_ns", "ack_frequency", "max_retransmissions", "dupack_threshold"}
+)
+
+
+def adapter_parameters(cfg: TcpConfig) -> Any:
+    """The offload parameters for the stack's settings: `offload_parameters` (delayed ACK) plus
+    TcpMaximumRetransmissions and TcpDuplicateAckThreshold (UCHAR / ULONG: clamped)."""
+    from chimney.host.ndis_binding import offload_parameters
+
+    p = offload_parameters(cfg, ticks_per_second=1000)
+    p.tcp_maximum_retransmissions = min(max(cfg.max_retransmissions, 1), 255)
+    p.tcp_duplicate_ack_threshold = max(cfg.dupack_threshold, 1)
+    return p
+
+
 def profile_config(name: str) -> TcpConfig:
     """`rfc`: our RFC defaults (`TcpConfig()`); `linux`: `linux_profile()`."""
     if name == "linux":
@@ -111,6 +128,7 @@ class Harness:
     local_port: int = LOCAL_PORT
     remote_port: int = REMOTE_PORT
     notes: list[str] = field(default_factory=list)
+    stayed_on_host: list[str] = field(default_factory=list)  # offload mode: why connections were kept
     manager: Any = None  # chimney.host.chimney.OffloadManager in offload mode
     ndis: Any = None
 
@@ -138,8 +156,15 @@ class Harness:
         return self.stack.tcp.config
 
     def set_config(self, **changes: object) -> None:
-        """New sockets (and listeners created later) use the changed defaults, as sysctls do."""
-        self.stack.tcp.config = self.stack.tcp.config.replace(**changes)
+        """New sockets (and listeners created later) use the changed defaults, as sysctls do. In offload
+        mode a change of an adapter-wide setting (delayed ACK, retransmission limit, dupACK threshold) is
+        handed to the target as new NDIS_TCP_CONNECTION_OFFLOAD_PARAMETERS (R-INIT-11/12: they apply to
+        every connection offloaded from then on), as a host re-sets them when its global settings change."""
+        cfg = self.stack.tcp.config = self.stack.tcp.config.replace(**changes)
+        if self.manager is not None and set(changes) & ADAPTER_SETTINGS:
+            binding = self.manager.binding
+            binding.params = adapter_parameters(cfg)
+            binding.negotiate()
 
     def inject(self, seg: TcpSegment, option_bytes: bytes | None = None) -> None:
         """Deliver `seg` from the script side. `option_bytes` (padded to 4) replaces `seg.options` so the
@@ -291,6 +316,11 @@ class HostMode:
         return None
 
     def at_marker(self, h: Harness, sock: Socket) -> None:
+        # The marker is where the script hands the connection over: R-TMR-04 flushes a pending delayed
+        # ACK there, so the host alone sends it at the same point (the script reads the same either way).
+        tcb = sock.tcb
+        if tcb is not None and not tcb.closed and tcb.conn.flush_ack(h.sched.now):
+            tcb.path.flush()  # type: ignore[attr-defined]
         return None
 
 
@@ -316,7 +346,10 @@ class OffloadMode:
         if self.markers_only:
             return
         for tcb in h.stack.tcp.connections():
-            if tcb.established and not tcb.closed and tcb not in self.tried:
+            # R-TMR-04 makes the host flush a pending delayed ACK at the offload, which the host alone
+            # would send later (or piggyback): offload once no ACK is owed, so the hand-over itself is not
+            # seen on the wire (a `chimney_offload` marker offloads at once and flushes).
+            if tcb.established and not tcb.closed and tcb not in self.tried and not tcb.conn.ack_pending:
                 self._offload(h, tcb)
 
     def at_marker(self, h: Harness, sock: Socket) -> None:
@@ -324,12 +357,19 @@ class OffloadMode:
             raise OffloadError("chimney_offload: the socket has no connection")
         self._offload(h, sock.tcb)
         if not h.manager.is_offloaded(sock.tcb):
-            raise OffloadError(f"chimney_offload: the connection was not offloaded ({sock.tcb!r})")
+            why = h.manager.declined.get(sock.tcb)
+            raise OffloadError(f"chimney_offload: the connection was not offloaded ({sock.tcb!r})"
+                               + (f": {why}" if why else ""))
 
     def _offload(self, h: Harness, tcb: Any) -> None:
         self.tried.add(tcb)
         mgr = h.manager
         if not mgr.offload(tcb):
+            why = mgr.declined.get(tcb)
+            if why is not None:
+                h.stayed_on_host.append(why)
+                h.notes.append(f"stayed on host: {why}")
+                return
             h.notes.append(f"offload not started for {tcb!r} (state {tcb.state.name})")
             return
         # The hand-over is a chain of NDIS calls and completions at this same virtual instant.
@@ -344,7 +384,7 @@ class OffloadError(Exception):
 
 def _offload_world(sched: SimScheduler, stack: HostStack, port: ScriptPort, cidr: str) -> tuple[Any, Any, bytes]:
     from chimney.host.chimney import HostChimneyChecks, OffloadManager
-    from chimney.host.ndis_binding import NdisHostBinding, offload_parameters
+    from chimney.host.ndis_binding import NdisHostBinding
     from chimney.host.policy import OffloadPolicy
     from chimney.ndis.core import Ndis
     from chimney.ndis.verifier import Mode, Verifier
@@ -352,13 +392,21 @@ def _offload_world(sched: SimScheduler, stack: HostStack, port: ScriptPort, cidr
 
     ndis = Ndis(sched, Verifier(Mode.STRICT), checks=HostChimneyChecks)
     nic = EmulatedNic(port)
-    target = OffloadTarget("toe-pd", nic, sched, TargetLimits())
+    # The target's firmware behaves as the profile's stack does where no chimney field reaches it
+    # (Nagle variant, probe style, RST forms, rate limits, FIN_WAIT_2 timeout): the NIC set up for this host.
+    target = OffloadTarget("toe-pd", nic, sched, TargetLimits(), engine_defaults=stack.tcp.config)
     ndis.register_miniport_driver(target)
     adapter = ndis.add_adapter(target, "nic-pd")
     # R-INIT-12: the target's delayed ACK (TcpDelayedAckTicks / TcpAckFrequency) follows the profile's TcpConfig.
-    binding = NdisHostBinding(stack, params=offload_parameters(stack.tcp.config, ticks_per_second=1000))
+    binding = NdisHostBinding(stack, params=adapter_parameters(stack.tcp.config))
     binding.attach(ndis, adapter, mac=nic.mac, addresses=[cidr], mtu=port.mtu)
-    return OffloadManager(stack, binding, OffloadPolicy.explicit()), ndis, nic.mac
+    # The NIC was set up for the stack's settings at bind time: a connection whose settings the chimney
+    # cannot carry differ from those (a later sysctl or socket option) stays on the host
+    # (OffloadPolicy.baseline), with the reason. Unread data stays at the
+    # target, so its window closes as the host engine's would (hold_unread_at_target).
+    policy = OffloadPolicy.explicit()
+    policy.baseline = stack.tcp.config
+    return OffloadManager(stack, binding, policy, hold_unread_at_target=True), ndis, nic.mac
 
 
 def mode_step(name: str) -> ModeStep:

@@ -7,14 +7,17 @@ Owns event timing, inbound packet injection, outbound packet matching and the sy
             (`--tolerance_usecs`); `start...end` a blocking call returning at `end` (relative to start
             when either side has `+`), inbound events keep running while it blocks.
   numbers   our side (outbound seq, inbound ack and SACK blocks) relative to the ISN of our last SYN;
-            the script side (inbound seq, outbound ack/SACK) absolute. Outbound TS val is not checked
-            (its live value is mapped so inbound TS ecr can echo it); TS ecr is checked unless `*`.
+            the script side (inbound seq, outbound ack/SACK) absolute. Outbound TS val is mapped to its
+            live value so inbound TS ecr can echo it; TS ecr is checked unless `*`.
   options   outbound options compared in wire order with NOPs (trailing EOL padding ignored); no
             `<...>` means "no options"; `<...>` means "not checked". Inbound options go out byte for byte.
   strict    an outbound packet no `>` line claimed by the next event (or the end) fails the script.
-  syscalls  socket bind listen accept connect read write send recv sendto recvfrom shutdown close
-            fcntl(F_GETFL/F_SETFL O_NONBLOCK) getsockopt setsockopt poll; addresses are always `...`
+  syscalls  socket bind listen accept connect read write send recv sendto recvfrom readv writev sendmsg
+            recvmsg (iovecs `[{..., len}]`, no ancillary data) shutdown close fcntl(F_GETFL/F_SETFL
+            O_NONBLOCK) getsockopt setsockopt poll ioctl(SIOCINQ/SIOCOUTQ); recv flags MSG_PEEK/
+            MSG_DONTWAIT/MSG_WAITALL, send flags MSG_DONTWAIT/MSG_NOSIGNAL; addresses are always `...`
             (bind: local:8080, connect: remote:8080). Anything else: `unsupported: ... at line N`.
+  TS val    checked only with --tcp_ts_tick_usecs: it must advance as the script's values do.
 """
 
 from __future__ import annotations
@@ -72,8 +75,13 @@ CONSTANTS: dict[str, int] = {
     "SO_RCVBUF": so.SO_RCVBUF, "SO_KEEPALIVE": so.SO_KEEPALIVE, "SO_LINGER": so.SO_LINGER,
     "TCP_NODELAY": so.TCP_NODELAY, "TCP_MAXSEG": so.TCP_MAXSEG, "TCP_KEEPIDLE": so.TCP_KEEPIDLE,
     "TCP_KEEPINTVL": so.TCP_KEEPINTVL, "TCP_KEEPCNT": so.TCP_KEEPCNT,
-    "TCP_USER_TIMEOUT": so.TCP_USER_TIMEOUT, "MSG_DONTWAIT": 0x40,
+    "TCP_USER_TIMEOUT": so.TCP_USER_TIMEOUT, "MSG_PEEK": 0x2, "MSG_DONTWAIT": 0x40, "MSG_WAITALL": 0x100,
+    "MSG_NOSIGNAL": 0x4000, "SIOCINQ": 0x541B, "FIONREAD": 0x541B, "SIOCOUTQ": 0x5411, "TIOCOUTQ": 0x5411,
 }
+MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_NOSIGNAL = 0x2, 0x40, 0x100, 0x4000
+SIOCINQ, SIOCOUTQ = 0x541B, 0x5411
+_RECV_FLAGS = MSG_PEEK | MSG_DONTWAIT | MSG_WAITALL
+_SEND_FLAGS = MSG_DONTWAIT | MSG_NOSIGNAL  # no SIGPIPE here: MSG_NOSIGNAL changes nothing
 CONSTANTS.update({name: code for code, name in errno_mod.errorcode.items()})  # e.g. [ECONNREFUSED] in SO_ERROR
 _SUPPORTED_OPTS = {
     ("SOL_SOCKET", n) for n in ("SO_REUSEADDR", "SO_ERROR", "SO_SNDBUF", "SO_RCVBUF", "SO_KEEPALIVE", "SO_LINGER")
@@ -115,6 +123,7 @@ class ScriptResult:
     notes: list[str] = field(default_factory=list)
     outbound: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    stayed_on_host: list[str] = field(default_factory=list)  # offload mode: connections kept, with why
 
 
 @dataclass
@@ -160,6 +169,11 @@ class Runner:
             raise ValueError(f"--tolerance_usecs={tol}: not a number of microseconds")
         self.tol = int(tol if tol is not None else (tolerance_usecs or DEFAULT_TOLERANCE_USECS)) * 1000
         self.profile = profile or opts.get("profile", "rfc")
+        tick = opts.get("tcp_ts_tick_usecs")
+        if tick is not None and (not tick.isdigit() or int(tick) == 0):
+            raise ValueError(f"--tcp_ts_tick_usecs={tick}: not a positive number of microseconds")
+        self.ts_tick_usecs = int(tick) if tick is not None else 0  # 0: outbound TS val not checked
+        self.ts_first: tuple[int, int] | None = None  # (script TS val, live TS val) of the first checked
         self.notes: list[str] = []
         self.outbound: list[str] = []
         self.pending: list[_Pending] = []
@@ -189,6 +203,8 @@ class Runner:
             res.message = f"line {self.current_line}: stack raised {type(e).__name__}: {e}"
         res.notes = self.notes + (self.h.notes if self.h is not None else [])
         res.outbound = self.outbound
+        if self.h is not None:
+            res.stayed_on_host = list(self.h.stayed_on_host)
         res.elapsed_s = _time.perf_counter() - started
         return res
 
@@ -215,7 +231,8 @@ class Runner:
         if addrs.get("local_ip") is not None and addrs.get("local_ip") == addrs.get("remote_ip"):
             raise Unsupported("--local_ip equal to --remote_ip", self.script.option_lines["remote_ip"])
         for name in opts:
-            if name not in ("ip_version", "tolerance_usecs", "mss", "profile", "local_ip", "remote_ip"):
+            if name not in ("ip_version", "tolerance_usecs", "mss", "profile", "local_ip", "remote_ip",
+                            "tcp_ts_tick_usecs"):
                 self.notes.append(f"ignored: --{name}")
         self.h = Harness.create(self.seed, cfg, ipv6, mtu, offload=self.mode.name == "offload", **addrs)
         if any(isinstance(ev, MarkerEvent) for ev in self.script.events) and hasattr(self.mode, "markers_only"):
@@ -473,8 +490,28 @@ class Runner:
                 if o.ts_ecr is not None and ecr != o.ts_ecr & MASK:
                     d.append(f"TS ecr {ecr} != {o.ts_ecr}")
                 if o.ts_val is not None:
+                    if self.ts_tick_usecs:
+                        d.extend(self._check_ts_val(o.ts_val, tsval))
                     self.ts_map.append((o.ts_val, tsval))
         return d
+
+    def _check_ts_val(self, script_val: int, live_val: int) -> list[str]:
+        """--tcp_ts_tick_usecs: our TS val must advance as the script's does (script ticks of that many
+        us; ours of 1/ts_hz s), counted from the first checked one, within the tolerance plus a tick."""
+        first = self.ts_first
+        if first is None:
+            self.ts_first = (script_val, live_val)
+            return []
+        h = self.h
+        assert h is not None
+        tick_us = self.ts_tick_usecs
+        want_us = _signed((script_val - first[0]) & MASK) * tick_us
+        got_us = _signed((live_val - first[1]) & MASK) * 1_000_000 // h.config.ts_hz
+        slack_us = self.tol // 1000 + tick_us + 1_000_000 // h.config.ts_hz
+        if abs(got_us - want_us) > slack_us:
+            return [f"TS val advanced {got_us} us since the first checked one, script says {want_us} us "
+                    f"(TS val {script_val}, --tcp_ts_tick_usecs={tick_us})"]
+        return []
 
     def _inject(self, ev: PacketEvent) -> None:
         h = self.h
@@ -561,14 +598,18 @@ class Runner:
             raise Mismatch(ev.line, f"{ev.text}: returned {result}, expected {_expected(ev)}")
 
     def _block_or_fail(self, ev: SyscallEvent, fd: int, ready: Callable[[], bool], attempt: Callable[[], int],
-                       deadline: int | None = None, on_deadline: int = 0, force_block: bool = False) -> int:
-        """Run `attempt`; if it would block on a blocking fd, register it as pending (raises _WouldBlock)."""
+                       deadline: int | None = None, on_deadline: int = 0, force_block: bool = False,
+                       nonblocking: bool | None = None) -> int:
+        """Run `attempt`; if it would block on a blocking fd (`nonblocking` overrides the fd's O_NONBLOCK),
+        register it as pending (raises _WouldBlock)."""
         h = self.h
         assert h is not None
+        if nonblocking is None:
+            nonblocking = fd in h.nonblocking
         try:
             return attempt()
         except _WouldBlock:
-            if fd in h.nonblocking and not force_block:
+            if nonblocking and not force_block:
                 raise OSError(errno_mod.EAGAIN, "Resource temporarily unavailable") from None
         self.pending.append(_Pending(ev, h.sched.now, ready, attempt, deadline, on_deadline))
         if deadline is not None:
@@ -685,16 +726,52 @@ class Runner:
             raise Mismatch(ev.line, f"{ev.name}() needs fd, buffer, length")
         return self._int(ev, a, 2)
 
-    def _flags_arg(self, ev: SyscallEvent, a: list[Expr], i: int) -> None:
-        if i < len(a) and a[i].kind != "ellipsis" and self._value(ev, a[i]) != 0:
+    def _flags_arg(self, ev: SyscallEvent, a: list[Expr], i: int, allowed: int) -> int:
+        """The MSG_* flags argument at `i` (absent or `...`: 0); flags outside `allowed` are unsupported."""
+        if i >= len(a) or a[i].kind == "ellipsis":
+            return 0
+        flags = self._value(ev, a[i])
+        if flags & ~allowed:
             raise Unsupported(f"{ev.name}() flags {a[i]}", ev.line)
+        return flags
+
+    def _iov_len(self, ev: SyscallEvent, iov: Expr) -> int:
+        """Total length of an iovec array `[{..., 10}, {iov_base=..., iov_len=20}]`."""
+        if iov.kind != "list":
+            raise Unsupported(f"iovec {iov} of {ev.name}() (want [{{..., len}}, ...])", ev.line)
+        total = 0
+        for item in iov.items:
+            if item.kind != "struct":
+                raise Unsupported(f"iovec entry {item} of {ev.name}()", ev.line)
+            if "iov_len" in item.fields:
+                total += self._value(ev, item.fields["iov_len"])
+            elif len(item.items) == 2:
+                total += self._value(ev, item.items[1])
+            else:
+                raise Unsupported(f"iovec entry {item} of {ev.name}()", ev.line)
+        return total
+
+    def _msghdr_len(self, ev: SyscallEvent, a: list[Expr]) -> int:
+        """Total iovec length of a `{msg_name(...)=..., msg_iov(1)=[...], msg_flags=0}` argument; ancillary
+        data (msg_control) is not supported."""
+        if len(a) < 2 or a[1].kind != "struct" or "msg_iov" not in a[1].fields:
+            raise Mismatch(ev.line, f"{ev.name}(fd, {{msg_iov(N)=[...], ...}}, flags)")
+        m = a[1].fields
+        for name in ("msg_control", "msg_controllen"):
+            if name in m and m[name].kind != "ellipsis" and not (m[name].kind == "int" and m[name].value == 0):
+                raise Unsupported(f"{ev.name}() {name}", ev.line)
+        return self._iov_len(ev, m["msg_iov"])
 
     def _sys_write(self, ev: SyscallEvent, a: list[Expr]) -> int:
+        return self._write(ev, a, self._data_len(ev, a))
+
+    def _write(self, ev: SyscallEvent, a: list[Expr], n: int, flags: int = 0) -> int:
         fd, s = self._fd(ev, a)
-        n = self._data_len(ev, a)
         data = bytes(n)
         sent = 0
-        blocking = fd not in (self.h.nonblocking if self.h else set())
+        h = self.h
+        assert h is not None
+        nonblocking = fd in h.nonblocking or bool(flags & MSG_DONTWAIT)
 
         def attempt() -> int:
             nonlocal sent
@@ -702,7 +779,7 @@ class Runner:
                 try:
                     sent += s.send(data[sent:])
                 except BlockingIOError:
-                    if sent and not blocking:
+                    if sent and nonblocking:
                         return sent
                     raise _WouldBlock from None
                 except OSError:
@@ -713,35 +790,102 @@ class Runner:
 
         if n == 0:
             return 0
-        return self._block_or_fail(ev, fd, lambda: s.poll(so.POLLOUT) != 0, attempt)
+        return self._block_or_fail(ev, fd, lambda: s.poll(so.POLLOUT) != 0, attempt, nonblocking=nonblocking)
 
     def _sys_send(self, ev: SyscallEvent, a: list[Expr]) -> int:
-        self._flags_arg(ev, a, 3)
-        return self._sys_write(ev, a)
+        return self._write(ev, a, self._data_len(ev, a), self._flags_arg(ev, a, 3, _SEND_FLAGS))
 
     def _sys_sendto(self, ev: SyscallEvent, a: list[Expr]) -> int:
-        self._flags_arg(ev, a, 3)
-        return self._sys_write(ev, a)
+        return self._sys_send(ev, a)
+
+    def _sys_writev(self, ev: SyscallEvent, a: list[Expr]) -> int:
+        if len(a) < 2:
+            raise Mismatch(ev.line, "writev(fd, iov, iovcnt)")
+        return self._write(ev, a, self._iov_len(ev, a[1]))
+
+    def _sys_sendmsg(self, ev: SyscallEvent, a: list[Expr]) -> int:
+        return self._write(ev, a, self._msghdr_len(ev, a), self._flags_arg(ev, a, 2, _SEND_FLAGS))
 
     def _sys_read(self, ev: SyscallEvent, a: list[Expr]) -> int:
+        return self._read(ev, a, self._data_len(ev, a))
+
+    def _read(self, ev: SyscallEvent, a: list[Expr], n: int, flags: int = 0) -> int:
+        """read()/recv() and friends; MSG_PEEK counts what a read would return without taking it,
+        MSG_WAITALL blocks until `n` bytes (or EOF/error), MSG_DONTWAIT never blocks."""
         fd, s = self._fd(ev, a)
-        n = self._data_len(ev, a)
+        h = self.h
+        assert h is not None
+        nonblocking = fd in h.nonblocking or bool(flags & MSG_DONTWAIT)
+        got = 0
 
         def attempt() -> int:
-            try:
-                return len(s.recv(n))
-            except BlockingIOError:
-                raise _WouldBlock from None
+            nonlocal got
+            if flags & MSG_PEEK:
+                tcb = s.tcb
+                r = tcb.path.readable if tcb is not None and n else 0
+                if r:
+                    return min(n, r)
+                try:
+                    return len(s.recv(0))  # EOF (0), the error, or would block
+                except BlockingIOError:
+                    raise _WouldBlock from None
+            while True:
+                try:
+                    k = len(s.recv(n - got))
+                except BlockingIOError:
+                    if got and (nonblocking or not flags & MSG_WAITALL):
+                        return got
+                    raise _WouldBlock from None
+                except OSError:
+                    if got:
+                        return got
+                    raise
+                got += k
+                if k == 0 or got >= n or not flags & MSG_WAITALL:
+                    return got
 
-        return self._block_or_fail(ev, fd, lambda: s.poll(so.POLLIN) != 0, attempt)
+        return self._block_or_fail(ev, fd, lambda: s.poll(so.POLLIN) != 0, attempt, nonblocking=nonblocking)
 
     def _sys_recv(self, ev: SyscallEvent, a: list[Expr]) -> int:
-        self._flags_arg(ev, a, 3)
-        return self._sys_read(ev, a)
+        return self._read(ev, a, self._data_len(ev, a), self._flags_arg(ev, a, 3, _RECV_FLAGS))
 
     def _sys_recvfrom(self, ev: SyscallEvent, a: list[Expr]) -> int:
-        self._flags_arg(ev, a, 3)
-        return self._sys_read(ev, a)
+        return self._sys_recv(ev, a)
+
+    def _sys_readv(self, ev: SyscallEvent, a: list[Expr]) -> int:
+        if len(a) < 2:
+            raise Mismatch(ev.line, "readv(fd, iov, iovcnt)")
+        return self._read(ev, a, self._iov_len(ev, a[1]))
+
+    def _sys_recvmsg(self, ev: SyscallEvent, a: list[Expr]) -> int:
+        n = self._msghdr_len(ev, a)
+        want = a[1].fields.get("msg_flags")
+        if want is not None and want.kind != "ellipsis" and self._value(ev, want) != 0:
+            # A TCP recvmsg() of ours never sets MSG_TRUNC/MSG_EOR/MSG_CTRUNC/MSG_OOB.
+            raise Mismatch(ev.line, f"{ev.text}: msg_flags 0, expected {want}")
+        return self._read(ev, a, n, self._flags_arg(ev, a, 2, _RECV_FLAGS))
+
+    def _sys_ioctl(self, ev: SyscallEvent, a: list[Expr]) -> int:
+        """SIOCINQ (FIONREAD): bytes readable; SIOCOUTQ (TIOCOUTQ): bytes in the send queue (unsent and
+        unacknowledged); EINVAL on a listener, as Linux."""
+        _, s = self._fd(ev, a)
+        if len(a) < 3:
+            raise Mismatch(ev.line, "ioctl(fd, request, [value])")
+        req = self._int(ev, a, 1)
+        if req not in (SIOCINQ, SIOCOUTQ):
+            raise Unsupported(f"ioctl request {a[1]}", ev.line)
+        if s.tcb is None:
+            if s.poll(so.POLLIN | so.POLLOUT) & so.POLLHUP == 0:
+                raise OSError(errno_mod.EINVAL, "Invalid argument")  # a listener
+            got = 0
+        else:
+            path = s.tcb.path
+            got = path.readable if req == SIOCINQ else path.send_queued
+        if a[2].kind != "ellipsis":
+            want = self._value(ev, a[2])
+            if got != want:
+                raise Mismatch(ev.line, f"{ev.text}: value {got}, expected {want}")
+        return 0
 
     def _sys_shutdown(self, ev: SyscallEvent, a: list[Expr]) -> int:
         _, s = self._fd(ev, a)
@@ -851,6 +995,10 @@ class Runner:
 
 def _noop() -> None:
     return None
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 32) if v & 0x80000000 else v
 
 
 def _poll_names(mask: int) -> str:

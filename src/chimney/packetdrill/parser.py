@@ -303,18 +303,40 @@ def _atom(t: _Tokens) -> Expr:
     if v == "[":
         return Expr("list", items=_expr_list(t, "]"))
     if v == "{":
+        # Named fields (`l_onoff=1`, `msg_iov(1)=[...]`: the count in parentheses is implied by the value)
+        # and positional ones (an iovec `{..., 100}`), which go to `items`.
         fields: dict[str, Expr] = {}
+        items: list[Expr] = []
         while t.peek() != ("p", "}"):
-            k, name = t.next()
-            if k != "name":
-                raise ParseError(t.path, t.line, f"expected a field name, got {name!r}")
-            t.expect("=")
-            fields[name] = _expr(t)
-            if t.peek() == ("p", ","):
+            if not _named_field(t, fields):
+                items.append(_expr(t))
+            nxt = t.peek()
+            if nxt == ("p", ","):
                 t.next()
+            elif nxt != ("p", "}"):
+                raise ParseError(t.path, t.line, "expected ',' or '}' in a struct")
         t.next()
-        return Expr("struct", fields=fields)
+        return Expr("struct", items=items, fields=fields)
     raise ParseError(t.path, t.line, f"unexpected {v!r}")
+
+
+def _named_field(t: _Tokens, fields: dict[str, Expr]) -> bool:
+    """`name=expr` or `name(count)=expr` at the cursor: parsed into `fields` (True); else the cursor is
+    left where it was (False)."""
+    start = t.i
+    kind, name = t.peek() or ("", "")
+    if kind != "name":
+        return False
+    t.next()
+    if t.peek() == ("p", "("):
+        t.next()
+        _expr_list(t, ")")
+    if t.peek() != ("p", "="):
+        t.i = start  # a positional value such as htons(8080)
+        return False
+    t.next()
+    fields[name] = _expr(t)
+    return True
 
 
 def _expr_list(t: _Tokens, close: str) -> list[Expr]:

@@ -84,6 +84,7 @@ def outbound_diff(a: list[str], b: list[str]) -> list[str]:
 def format_result(r: ScriptResult, verbose: bool = False) -> str:
     tag = {"pass": "PASS", "fail": "FAIL", "unsupported": "UNSUPPORTED"}[r.status]
     lines = [f"{tag:<11} {r.path} [{r.mode}]" + (f"  {r.message}" if r.status == "unsupported" else "")]
+    lines.extend(f"    stayed on host: {why}" for why in dict.fromkeys(r.stayed_on_host))
     if r.status == "fail":
         lines.extend("    " + m for m in r.message.split("\n"))
     if verbose:

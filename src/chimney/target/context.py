@@ -2,14 +2,16 @@
 the TCP->path->neighbor links used to build headers, and the per-connection send-queue entry.
 
 The `Slot.value` a target writes at offload (R-TREE-07/12) is one of these objects; it stays the same
-object until its terminate completes (R-TREE-09).
+object until its terminate completes (R-TREE-09). Per-connection queues are `Fifo`s that hold no
+storage while empty (memory per idle offloaded connection, bench/bench_memory.py).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from chimney.ndis.offload_state import (
     NeighborOffloadStateCached,
@@ -25,6 +27,62 @@ if TYPE_CHECKING:
     from chimney.net.frame import TcpFrameBuilder
     from chimney.sim.scheduler import Timer
     from chimney.tcp import Connection
+
+
+T = TypeVar("T")
+
+
+class Fifo(Generic[T]):
+    """A FIFO that holds no storage while empty: a deque costs ~760 B even when empty, and an idle
+    offloaded connection has an empty send queue, posted-receive queue and urgent-frame list.
+    Supports what the target uses of a deque: append, popleft, [i], len, bool, iteration, clear."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d: deque[T] | None = None  # None exactly when empty
+
+    def __bool__(self) -> bool:
+        return self._d is not None
+
+    def __len__(self) -> int:
+        d = self._d
+        return 0 if d is None else len(d)
+
+    def __iter__(self) -> Iterator[T]:
+        d = self._d
+        return iter(()) if d is None else iter(d)
+
+    def __getitem__(self, i: int) -> T:
+        d = self._d
+        if d is None:
+            raise IndexError("Fifo is empty")
+        return d[i]
+
+    def __repr__(self) -> str:
+        return f"Fifo({list(self)!r})"
+
+    @property
+    def allocated(self) -> bool:
+        return self._d is not None
+
+    def append(self, x: T) -> None:
+        d = self._d
+        if d is None:
+            d = self._d = deque()
+        d.append(x)
+
+    def popleft(self) -> T:
+        d = self._d
+        if d is None:
+            raise IndexError("pop from an empty Fifo")
+        x = d.popleft()
+        if not d:
+            self._d = None
+        return x
+
+    def clear(self) -> None:
+        self._d = None
 
 
 class Phase(Enum):
@@ -156,9 +214,9 @@ class TcpCtx:
         self.backlog: int | None = None  # last SendBacklogSize reported (or the baseline)
         self.backlog_at = 0
         self.phase = Phase.OFFLOADING
-        self.send_q: deque[SendEntry] = deque()
+        self.send_q: Fifo[SendEntry] = Fifo()
         self.disconnect: tuple[NetBufferList, int, int] | None = None  # (nbl, data bytes, FIN end seq)
-        self.posted: deque[Any] = deque()  # posted receive requests, FIFO (R-RECV-02)
+        self.posted: Fifo[Any] = Fifo()  # posted receive requests, FIFO (R-RECV-02)
         self.push_timer: Timer | None = None
         self.last_push = False  # the latest in-order data carried PSH
         self.refused = False  # R-IND-08: no indication until a receive is posted
@@ -171,7 +229,7 @@ class TcpCtx:
         self.closed_by_syn = False
         self.disconnect_indicated = False
         self.upload_requested: int | None = None  # TCP_UPLOAD_REASON once TcpIndicateRetrieve was made
-        self.urgent_frames: list[bytes] = []  # R-RX-07: held for the non-offload path after upload
+        self.urgent_frames: Fifo[bytes] = Fifo()  # R-RX-07: held for the non-offload path after upload
         self.valid = True
         self.timer: Timer | None = None
         self.timer_at: int | None = None

@@ -35,6 +35,7 @@ from chimney.ndis.offload_state import (
     OffloadStateType,
     PathOffloadStateCached,
     PathOffloadStateConst,
+    TcpCachedFlags,
     TcpConnectionState,
     TcpOffloadEventType,
     TcpOffloadStateCached,
@@ -93,6 +94,8 @@ _CLOSED = TcpConnectionState.Closed
 _TIME_WAIT = TcpConnectionState.TimeWait
 _FIN_WAIT_1 = TcpConnectionState.FinWait1
 _FIN_WAIT_2 = TcpConnectionState.FinWait2
+# R-STAT-09: ResetEstablished counts direct moves from these states to CLOSED.
+_EST_OR_CLOSE_WAIT = frozenset({TcpConnectionState.Established, TcpConnectionState.CloseWait})
 _UNION_FIELDS = frozenset(
     {"header", "send_data_head", "send_data_tail", "buffered_data", "send_backlog_size", "receive_backlog_size"}
 )
@@ -213,10 +216,15 @@ class OffloadTarget(MiniportDriver):
         ndis.bind(host_protocol, adapter)
 
     `counters` (dict) counts steering, indications (allocated vs recycled NBLs), completions and drops.
+    `engine_defaults`: the target's own TCP behaviour where no chimney field reaches it (Nagle variant,
+    zero-window probe style, RST forms, rate limits, FIN_WAIT_2 timeout; default `TcpConfig()`, whose
+    FIN_WAIT_2 timer is R-TMR-05's 120 s), e.g. a firmware set up to behave as the host stack does.
     """
 
-    def __init__(self, name: str, nic: EmulatedNic, scheduler: Any, limits: TargetLimits | None = None) -> None:
+    def __init__(self, name: str, nic: EmulatedNic, scheduler: Any, limits: TargetLimits | None = None,
+                 engine_defaults: TcpConfig | None = None) -> None:
         super().__init__(name)
+        self.engine_defaults = engine_defaults if engine_defaults is not None else TcpConfig()
         self.nic = nic
         self.scheduler = scheduler
         self.limits = limits if limits is not None else TargetLimits()
@@ -470,6 +478,8 @@ class OffloadTarget(MiniportDriver):
         una, rcv_nxt = conn.snd_una, conn.rcv_nxt
         now = self.scheduler.now
         conn.receive(seg, now)
+        if conn.state is _CLOSED and before in _EST_OR_CLOSE_WAIT:
+            self.tcp_stats[v6].add("reset_established")  # R-STAT-09: an RST in ESTABLISHED / CLOSE_WAIT
         if conn.snd_una != una or conn.rcv_nxt != rcv_nxt:
             ctx.path.neighbor.nrt = now  # R-NBR-03: forward progress confirmed (NRD becomes 0)
         if before is _FIN_WAIT_1 and conn.state is _FIN_WAIT_2:
@@ -549,6 +559,9 @@ class OffloadTarget(MiniportDriver):
 
     def _transmit(self, ctx: TcpCtx, segs: list[Any]) -> None:
         nb = ctx.path.neighbor
+        # R-INV-03: nothing with data goes out on an invalidated connection, path or neighbor; the host
+        # takes the connection back (R-INV-04) and sends the data itself.
+        invalid = not (ctx.valid and ctx.path.valid and nb.valid)
         if not self._initiating:  # R-OFF-12: no indications while an initiate is in progress
             self._reachability_check(nb)
         nic = self.nic
@@ -559,6 +572,9 @@ class OffloadTarget(MiniportDriver):
         hdr = 60 if v6 else 40
         for seg in segs:
             flags = seg.flags
+            if invalid and len(seg.payload):
+                self.counters["tx_invalid_suppressed"] = self.counters.get("tx_invalid_suppressed", 0) + 1
+                continue
             if flags & RST:
                 if not ctx.abortive:
                     self.counters["rst_suppressed"] += 1  # R-DISC-03: only an abortive disconnect sends RST
@@ -927,7 +943,7 @@ class OffloadTarget(MiniportDriver):
         """The engine configuration of an offloaded connection from the host's parameters (R-INIT-12)."""
         p = self.params
         tick = self.tick_ns
-        return TcpConfig(
+        return self.engine_defaults.replace(
             ts_hz=p.ticks_per_second,  # R-TS-05
             snd_buf=1 << 60,  # send data is never copied: the NBLs are the buffer (R-SEND-02)
             rcv_buf=max(cached.initial_rcv_wnd, 1),
@@ -940,6 +956,8 @@ class OffloadTarget(MiniportDriver):
             dupack_threshold=max(p.tcp_duplicate_ack_threshold, 1),
             clock_granularity_ns=tick,
             hand_back_on_give_up=True,  # R-DISC-03: no RST of ours; R-TMR-14/18: the host takes over
+            snd_mss_clamp=False,  # no field: RemoteMss alone sizes our segments
+            user_timeout_ns=0,  # MaxRT (cached) bounds retransmission instead
         )
 
     def _create_tcp(self, node: MiniportOffloadBlockList, parent: Any) -> tuple[TcpCtx | None, int]:
@@ -1243,12 +1261,16 @@ class OffloadTarget(MiniportDriver):
     @staticmethod
     def _consume(conn: Connection, n: int, now: int) -> None:
         """Take `n` delivered bytes out of the engine (RcvNxt/RcvWnd advance, R-RECV-10) piece by piece,
-        so no received segment is joined (copied) on the way."""
+        so no received segment is joined (copied) on the way. Only the last piece goes through the
+        engine's recv(), so a re-opened window is announced once, for all `n` bytes."""
         while n > 0:
             views = conn.rxq.views()
             k = len(views[0])
             take = k if k < n else n
-            conn.recv(take, now)
+            if take < n:
+                conn.rxq.read(take)
+            else:
+                conn.recv(take, now)
             n -= take
 
     def tcp_offload_receive_return(self, adapter_context: Any, nbl: NetBufferList) -> NdisStatus:
@@ -1377,6 +1399,16 @@ class OffloadTarget(MiniportDriver):
                 ctx.last_push = False
                 self._stop_push_timer(ctx)
                 self.h_receive_complete(self.adapter, self._finish_recv(req, SUCCESS))
+                return
+        if ctx.posted and ctx.push_timer is None:
+            req = ctx.posted[0]
+            nb = req.nbl.first_net_buffer
+            if req.push and req.filled and nb is not None and req.filled < nb.data_length:
+                # R-RECV-06 (§6.15): a push request posted with TcpReceiveBytesTransferred > 0 starts its
+                # push timer at once, not at the first byte we place.
+                ctx.push_timer = self.scheduler.call_later(
+                    self.params.tcp_push_ticks * self.tick_ns, self._on_push_timer, ctx, label="push timer"
+                )
 
     def _on_push_timer(self, ctx: TcpCtx) -> None:
         """§3.6 D: complete a partly filled push-mode request, if any is left."""
@@ -1419,6 +1451,8 @@ class OffloadTarget(MiniportDriver):
             ctx.aborted = True  # R-DISC-05: receive processing stops at once
             self._fail_sends(ctx, NdisStatus.REQUEST_ABORTED)  # R-DISC-04
             self._fail_posted(ctx, NdisStatus.REQUEST_ABORTED)
+            if conn.state in _EST_OR_CLOSE_WAIT:
+                self.tcp_stats[ctx.path.v6].add("reset_established")  # R-STAT-09: straight to CLOSED
             conn.abort(now)
             self._pump(ctx)
             nbl.status = SUCCESS  # R-DISC-06: the RST went out
@@ -1627,18 +1661,8 @@ class OffloadTarget(MiniportDriver):
         nbl.next = None
         nbl.status = SUCCESS
         nbl.miniport_reserved[0] = None
-        # NDIS does not move BufferedData ownership at NdisMTerminateOffloadComplete; the NBL is the
-        # host's until MiniportTcpOffloadReceiveReturn (R-TRM-16), so record that hand-off here.
-        ref = ctx.handle
-        binding = getattr(ref, "binding", None)
-        if binding is not None:
-            self.ndis.tracker.transfer(
-                nbl,
-                frm=self.name,
-                to=binding.protocol.name,
-                rule_id="R-TRM-16",
-                op="NdisMTerminateOffloadComplete BufferedData",
-            )
+        # NdisMTerminateOffloadComplete hands BufferedData to the host, which owns it until
+        # MiniportTcpOffloadReceiveReturn (R-TRM-16; NDIS core: BoundaryChecks.buffered_data_up).
         return nbl
 
     def _closed_state(self, ctx: TcpCtx, now: int) -> TcpOffloadStateDelegated:
@@ -1723,10 +1747,22 @@ class OffloadTarget(MiniportDriver):
             self.h_event(ctx.handle, TcpOffloadEventType.TcpIndicateAbort, 0)
 
     def _terminate_after_failure(self, mbl: MiniportOffloadBlockList) -> None:
-        """R-TRM-27 / §6.32: abort the outstanding sends, receives and disconnects first, complete the
-        terminate with FAILURE (no state to return), then Retrieve/HardwareFailure + Abort for every
-        connection still offloaded."""
+        """R-TRM-27 / §6.32: Retrieve/HardwareFailure + Abort for the terminated connections not told yet,
+        then abort their outstanding sends, receives and disconnects (REQUEST_ABORTED on an aborted
+        connection, R-SEND-08), complete the terminate with FAILURE (no state to return, R-TRM-08), then
+        Retrieve/HardwareFailure + Abort for every connection still offloaded."""
         assert self.ndis is not None
+        for node in iter_tree(mbl):
+            slot = node.miniport_offload_context
+            ctx = slot.value if slot is not None else None
+            if isinstance(ctx, TcpCtx) and ctx.phase is not Phase.TERMINATED and ctx not in self._hw_notified:
+                self._hw_notified.add(ctx)
+                if ctx.upload_requested is None:  # _retrieve skips a connection already terminating
+                    ctx.upload_requested = int(TcpUploadReason.HardwareFailure)
+                    self.counters["retrieves"] += 1
+                    self.h_event(ctx.handle, TcpOffloadEventType.TcpIndicateRetrieve, ctx.upload_requested)
+                ctx.aborted = True
+                self.h_event(ctx.handle, TcpOffloadEventType.TcpIndicateAbort, 0)
         freed: list[Any] = []
         for node in iter_tree(mbl):
             slot = node.miniport_offload_context
@@ -1847,9 +1883,15 @@ class OffloadTarget(MiniportDriver):
             elif isinstance(ctx, TcpCtx):
                 c = _state_of(node, TcpOffloadStateCached)
                 if c is not None:
+                    old = ctx.cached
                     ctx.cached = _clone(c)
                     # Nagle/keepalive switches, KA timers, MaxRT and the flag-driven actions reach the engine.
                     ctx.conn.update_cached(ctx.cached, self.scheduler.now, self.params.ticks_per_second)
+                    if c.flags & TcpCachedFlags.MAX_RT_RESTART:
+                        self._keepalive_reset(ctx.conn, old, c)
+                    nagle = TcpCachedFlags.NAGLING_ENABLED
+                    if old.flags & nagle and not c.flags & nagle and ctx.conn.cfg.nodelay_pushes:
+                        ctx.conn.push(self.scheduler.now)  # what Nagle held goes out now (sent by _pump)
                     touched.add(ctx)
             node.status = SUCCESS
         for t in touched:
@@ -1858,6 +1900,19 @@ class OffloadTarget(MiniportDriver):
         for t in touched:
             if t.phase is Phase.OFFLOADED:
                 self._pump(t)  # UPDATE_RCV_WND may have queued a window update
+
+    def _keepalive_reset(self, conn: Connection, old: TcpOffloadStateCached, new: TcpOffloadStateCached) -> None:
+        """R-UPD-11: with TCP_FLAG_MAX_RT_RESTART, a changed KaProbeCount restarts KeepAlive.ProbeCount and a
+        changed KaTimeout / KaInterval restarts KeepAlive.TimeoutDelta with the new values (the engine's
+        update_cached does so only for KEEP_ALIVE_RESTART)."""
+        if not new.flags & TcpCachedFlags.KEEP_ALIVE_ENABLED:
+            return
+        if new.ka_probe_count != old.ka_probe_count:
+            conn._ka_probes = 0
+        if (new.ka_timeout, new.ka_interval) != (old.ka_timeout, old.ka_interval):
+            cfg = conn.cfg
+            conn._ka_deadline = self.scheduler.now + (cfg.keepalive_interval_ns if conn._ka_probes
+                                                       else cfg.keepalive_idle_ns)
 
     def invalidate_offload(self, adapter_context: Any, mbl: MiniportOffloadBlockList) -> None:
         self.scheduler.call_soon(self._process_invalidate, mbl, label="target invalidate")

@@ -1,10 +1,39 @@
 """Send buffer (user memoryviews indexed by sequence offset) and receive side (in-order queue plus
-bounded out-of-order reassembly that also yields RFC 2018 SACK blocks)."""
+bounded out-of-order reassembly that also yields RFC 2018 SACK blocks).
+
+Memory: a host holds thousands of idle connections, so every container starts as the shared empty
+tuple `EMPTY` and is allocated on the first write; a container that drains is released again (a
+deque costs ~760 B, a list 56 B). Readers treat `EMPTY` as an empty container; only the writers
+(`append`, `add`, `_touch`) allocate. `NO_DROPS` and `shared_int` do the same for a stats dict and
+for per-connection constants (bench/bench_memory.py measures the result).
+"""
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
+from types import MappingProxyType
+from typing import Any
+
+#: The shared "not allocated" container: falsy, iterable, len 0, indexable like an empty list.
+EMPTY: tuple[Any, ...] = ()
+#: The shared "no drops counted yet" mapping of a stats object: readable like a dict, never written.
+NO_DROPS: MappingProxyType[str, int] = MappingProxyType({})
+
+_SHARED_INTS: dict[int, int] = {}
+SHARED_INTS_MAX = 4096
+
+
+def shared_int(v: int) -> int:
+    """One int object per value for per-connection constants (MSS, initial window, clock divisor):
+    CPython caches only -5..256, so each connection would otherwise hold its own 32-byte copies.
+    Only for values set at handshake/configuration time, never on the per-segment path."""
+    s = _SHARED_INTS.get(v)
+    if s is None:
+        if len(_SHARED_INTS) >= SHARED_INTS_MAX:
+            return v
+        s = _SHARED_INTS[v] = v
+    return s
 
 
 class SendBuffer:
@@ -16,8 +45,8 @@ class SendBuffer:
     __slots__ = ("_bufs", "_head", "_starts", "end", "start")
 
     def __init__(self, start: int) -> None:
-        self._bufs: list[memoryview] = []
-        self._starts: list[int] = []
+        self._bufs: list[memoryview] | tuple[()] = EMPTY
+        self._starts: list[int] | tuple[()] = EMPTY
         self._head = 0
         self.start = start
         self.end = start
@@ -26,9 +55,19 @@ class SendBuffer:
         return self.end - self.start
 
     def append(self, data: memoryview) -> None:
-        self._bufs.append(data)
-        self._starts.append(self.end)
+        bufs = self._bufs
+        if bufs is EMPTY:
+            self._bufs = [data]
+            self._starts = [self.end]
+        else:
+            bufs.append(data)  # type: ignore[union-attr]
+            self._starts.append(self.end)  # type: ignore[union-attr]
         self.end += len(data)
+
+    @property
+    def allocated(self) -> bool:
+        """True while the buffer holds list storage (False for a fresh or fully acknowledged one)."""
+        return self._bufs is not EMPTY
 
     def consume_to(self, seq: int) -> None:
         """Drop everything before `seq` (acknowledged)."""
@@ -36,23 +75,30 @@ class SendBuffer:
             return
         if seq > self.end:
             seq = self.end
+        self.start = seq
+        if seq == self.end:
+            # All acknowledged: release the storage (and the caller's buffers) at once.
+            self._bufs = self._starts = EMPTY
+            self._head = 0
+            return
         bufs, starts = self._bufs, self._starts
         h = self._head
         n = len(bufs)
         while h < n and starts[h] + len(bufs[h]) <= seq:
-            bufs[h] = None  # type: ignore[call-overload]  # release the caller's buffer early
+            bufs[h] = None  # type: ignore[index]  # release the caller's buffer early
             h += 1
         self._head = h
-        self.start = seq
         if h > 32 and h * 2 > n:
-            del bufs[:h]
-            del starts[:h]
+            del bufs[:h]  # type: ignore[union-attr]
+            del starts[:h]  # type: ignore[union-attr]
             self._head = 0
 
     def slice(self, seq: int, n: int) -> memoryview | bytes:
         """Bytes [seq, seq+n) (must be inside the buffer)."""
         if seq < self.start or seq + n > self.end:
             raise ValueError(f"send buffer slice [{seq},{seq + n}) outside [{self.start},{self.end})")
+        if not n:
+            return b""
         bufs, starts = self._bufs, self._starts
         i = bisect_right(starts, seq, self._head) - 1
         off = seq - starts[i]
@@ -87,12 +133,20 @@ class ReceiveQueue:
     __slots__ = ("_q", "size")
 
     def __init__(self) -> None:
-        self._q: deque[memoryview | bytes] = deque()
+        self._q: deque[memoryview | bytes] | tuple[()] = EMPTY
         self.size = 0
 
     def append(self, data: memoryview | bytes) -> None:
-        self._q.append(data)
+        q = self._q
+        if q is EMPTY:
+            q = self._q = deque()
+        q.append(data)  # type: ignore[union-attr]
         self.size += len(data)
+
+    @property
+    def allocated(self) -> bool:
+        """True while the queue holds a deque (False when nothing is waiting to be read)."""
+        return self._q is not EMPTY
 
     def read(self, max_bytes: int) -> memoryview | bytes:
         q = self._q
@@ -102,12 +156,13 @@ class ReceiveQueue:
             max_bytes = self.size
         first = q[0]
         if len(first) >= max_bytes:
-            if len(first) == max_bytes:
-                q.popleft()
-                self.size -= max_bytes
-                return first
-            q[0] = first[max_bytes:]
             self.size -= max_bytes
+            if len(first) == max_bytes:
+                q.popleft()  # type: ignore[union-attr]
+                if not self.size:
+                    self._q = EMPTY  # drained: an idle connection keeps no deque
+                return first
+            q[0] = first[max_bytes:]  # type: ignore[index]
             return first[:max_bytes]
         parts = []
         got = 0
@@ -115,13 +170,15 @@ class ReceiveQueue:
             b = q[0]
             take = min(len(b), max_bytes - got)
             if take == len(b):
-                q.popleft()
+                q.popleft()  # type: ignore[union-attr]
                 parts.append(b)
             else:
                 parts.append(b[:take])
-                q[0] = b[take:]
+                q[0] = b[take:]  # type: ignore[index]
             got += take
         self.size -= got
+        if not self.size:
+            self._q = EMPTY
         return b"".join(parts)
 
     def views(self) -> list[memoryview]:
@@ -134,18 +191,36 @@ class Reassembly:
     __slots__ = ("_data", "_starts", "bytes", "max_pieces", "recent")
 
     def __init__(self, max_pieces: int) -> None:
-        self._starts: list[int] = []
-        self._data: list[memoryview | bytes] = []
+        self._starts: list[int] | tuple[()] = EMPTY
+        self._data: list[memoryview | bytes] | tuple[()] = EMPTY
         self.bytes = 0
         self.max_pieces = max_pieces
-        self.recent: list[int] = []  # seqs of the latest arrivals, newest first (RFC 2018 4)
+        # seqs of the latest arrivals, newest first (RFC 2018 4); meaningless once the queue drains
+        self.recent: list[int] | tuple[()] = EMPTY
 
     def __bool__(self) -> bool:
         return bool(self._starts)
 
+    @property
+    def allocated(self) -> bool:
+        """True while any of the piece lists exists (False for an empty queue)."""
+        return self._starts is not EMPTY or self._data is not EMPTY or self.recent is not EMPTY
+
+    def _release(self) -> None:
+        self._starts = self._data = self.recent = EMPTY
+        self.bytes = 0
+
     def add(self, seq: int, data: memoryview | bytes) -> bool:
         """Insert data at seq, trimming overlaps with what is held. False if dropped for memory."""
-        starts, datas = self._starts, self._data
+        starts = self._starts
+        if starts is EMPTY:
+            if not data:
+                return True
+            if self.max_pieces <= 0:
+                return False
+            starts = self._starts = []
+            self._data = []
+        datas = self._data
         end = seq + len(data)
         i = bisect_right(starts, seq)
         # Trim against the piece before.
@@ -164,8 +239,8 @@ class Reassembly:
                 if ns > seq:
                     if len(starts) >= self.max_pieces:
                         return False
-                    starts.insert(i, seq)
-                    datas.insert(i, data[: ns - seq])
+                    starts.insert(i, seq)  # type: ignore[union-attr]
+                    datas.insert(i, data[: ns - seq])  # type: ignore[union-attr]
                     self.bytes += ns - seq
                     i += 1
                 ne = ns + len(datas[i])
@@ -177,8 +252,8 @@ class Reassembly:
                 continue
             if len(starts) >= self.max_pieces:
                 return False
-            starts.insert(i, seq)
-            datas.insert(i, data)
+            starts.insert(i, seq)  # type: ignore[union-attr]
+            datas.insert(i, data)  # type: ignore[union-attr]
             self.bytes += len(data)
             break
         self._touch(seq)
@@ -186,30 +261,37 @@ class Reassembly:
 
     def _touch(self, seq: int) -> None:
         r = self.recent
+        if r is EMPTY:
+            self.recent = [seq]
+            return
         if seq in r:
-            r.remove(seq)
-        r.insert(0, seq)
-        del r[4:]
+            r.remove(seq)  # type: ignore[union-attr]
+        r.insert(0, seq)  # type: ignore[union-attr]
+        del r[4:]  # type: ignore[union-attr]
 
     def pop_ready(self, rcv_nxt: int) -> tuple[int, list[memoryview | bytes]]:
         """Remove pieces now contiguous with rcv_nxt; returns (new rcv_nxt, their data in order)."""
         starts, datas = self._starts, self._data
         out: list[memoryview | bytes] = []
         while starts and starts[0] <= rcv_nxt:
-            s = starts.pop(0)
-            d = datas.pop(0)
+            s = starts.pop(0)  # type: ignore[union-attr]
+            d = datas.pop(0)  # type: ignore[union-attr]
             self.bytes -= len(d)
             e = s + len(d)
             if e > rcv_nxt:
                 out.append(d[rcv_nxt - s :])
                 rcv_nxt = e
+        if not starts:
+            self._release()
         return rcv_nxt, out
 
     def drop_beyond(self, seq: int) -> None:
         starts, datas = self._starts, self._data
         while starts and starts[-1] >= seq:
-            starts.pop()
-            self.bytes -= len(datas.pop())
+            starts.pop()  # type: ignore[union-attr]
+            self.bytes -= len(datas.pop())  # type: ignore[union-attr]
+        if not starts:
+            self._release()
 
     def blocks(self) -> list[tuple[int, int]]:
         """Merged contiguous ranges, ascending."""
@@ -237,7 +319,4 @@ class Reassembly:
         return chosen[:limit]
 
     def clear(self) -> None:
-        self._starts.clear()
-        self._data.clear()
-        self.bytes = 0
-        self.recent.clear()
+        self._release()

@@ -6,6 +6,8 @@ to explicit events: on_ack, on_dupack, on_loss(kind), on_recovery_end, on_ecn.
 
 from __future__ import annotations
 
+from chimney.tcp.buffers import shared_int
+
 LOSS_FAST = "fast"
 LOSS_SACK = "sack"
 LOSS_RTO = "rto"
@@ -20,7 +22,7 @@ class CongestionControl:
     def __init__(self, mss: int, initial_window: int, abc_limit: int = 2) -> None:
         self.mss = mss
         # RFC 6928 / RFC 5681 3.1: IW in segments, bounded in bytes.
-        self.cwnd = initial_window * mss
+        self.cwnd = shared_int(initial_window * mss)  # one object per value: memory per idle connection
         self.ssthresh = 0x7FFFFFFF
         self.bytes_acked = 0
         self.abc_limit = abc_limit

@@ -66,6 +66,24 @@ class TcpConfig:
     # RFC 7323 3.2 SHOULD: once timestamps are negotiated, drop a non-RST segment without TSopt;
     # False accepts it (Linux tcp_validate_incoming does not check for a missing TSopt).
     drop_missing_tsopt: bool = True
+    # Linux tcp_nagle_check with tcp_minshall_check: a sub-MSS segment waits only while an earlier sub-MSS
+    # segment is unacknowledged; False: RFC 896 (while any data is unacknowledged).
+    nagle_minshall: bool = False
+    # Linux tcp_send_active_reset: the RST of an abort carries ACK = RCV.NXT; False: RFC 9293 3.10.5's
+    # <SEQ=SND.NXT><CTL=RST>.
+    rst_ack_on_abort: bool = False
+    # Linux (TCPABORTONDATA): new data arriving after close() resets the connection, RFC 1122 4.2.2.13's
+    # SHOULD; False: acknowledged and discarded as RFC 9293 3.10.7.4 processes it.
+    rst_on_data_after_close: bool = False
+    # Linux tcp_push_pending_frames on setsockopt(TCP_NODELAY, 1): what Nagle held goes out at once;
+    # False: with the next write.
+    nodelay_pushes: bool = False
+    # Linux TCP_MAXSEG: the MSS we send with is bounded by it too (mss_clamp), not only the one we advertise.
+    snd_mss_clamp: bool = False
+    # Linux socket option semantics: SO_RCVBUF/SO_SNDBUF store (and getsockopt reports) twice the value
+    # set, clamped to [2304|4608, 2 * 212992] (net.core.rmem_max/wmem_max); TCP_MAXSEG takes 0 or
+    # 88..32767 and reads 536 before a connection exists.
+    linux_sockopts: bool = False
     # An offload target must not originate an RST (R-DISC-03) and hands timed-out connections back
     # (R-TMR-14/18): True makes keepalive/retransmit/persist/user-timeout exhaustion emit TimedOut but
     # keep the TCB with its expired timer, so the owner that takes it over (the host) acts on it at once.
@@ -114,5 +132,11 @@ def linux_profile(**overrides: object) -> TcpConfig:
         oow_ack_interval_ns=500 * MS,  # net.ipv4.tcp_invalid_ratelimit
         zero_window_probe_octet=False,
         drop_missing_tsopt=False,
+        nagle_minshall=True,
+        rst_ack_on_abort=True,
+        rst_on_data_after_close=True,
+        nodelay_pushes=True,
+        snd_mss_clamp=True,
+        linux_sockopts=True,
     )
     return cfg.replace(**overrides) if overrides else cfg

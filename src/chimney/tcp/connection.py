@@ -14,7 +14,7 @@ from typing import Any
 
 from chimney.ndis.offload_state import TcpConnectionState
 from chimney.net.tcp import ACK, FIN, PSH, RST, SYN, URG, TcpOptions, TcpSegment
-from chimney.tcp.buffers import Reassembly, ReceiveQueue, SendBuffer
+from chimney.tcp.buffers import EMPTY, NO_DROPS, Reassembly, ReceiveQueue, SendBuffer, shared_int
 from chimney.tcp.cc import LOSS_FAST, LOSS_RTO, LOSS_SACK, CongestionControl, make_cc
 from chimney.tcp.config import TcpConfig
 from chimney.tcp.events import (
@@ -87,10 +87,13 @@ class TcpStats:
         self.fast_retransmits = 0
         self.rto_expirations = 0
         self.challenge_acks = 0
-        self.drops: dict[str, int] = {}
+        self.drops: dict[str, int] = NO_DROPS  # type: ignore[assignment]  # a dict from the first drop
 
     def drop(self, reason: str) -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
+        d = self.drops
+        if d is NO_DROPS:
+            d = self.drops = {}
+        d[reason] = d.get(reason, 0) + 1
 
 
 def rst_for(seg: TcpSegment) -> TcpSegment | None:
@@ -149,6 +152,7 @@ class Connection:
         "_rtx_mode",
         "_sack_board",
         "_send_blocked",
+        "_snd_sml",
         "_syn_retransmitted",
         "_ts_div",
         "_ts_offset",
@@ -189,6 +193,7 @@ class Connection:
         "ts_ok",
         "ts_recent",
         "ts_recent_time",
+        "tso_max",
         "ws_ok",
     )
 
@@ -207,7 +212,8 @@ class Connection:
         self.local_port = local_port
         self.remote_port = remote_port
         self.state = CLOSED
-        iss &= MASK
+        if not 0 <= iss <= MASK:
+            iss &= MASK  # (an in-range iss keeps its object: one int fewer per connection)
         self.iss = iss
         self.snd_una = iss
         self.snd_nxt = iss
@@ -232,13 +238,13 @@ class Connection:
         self.rcv_up = 0
         self.ts_recent = 0
         self.ts_recent_time = -1
-        self._ts_div = max(1, 1_000_000_000 // cfg.ts_hz)
+        self._ts_div = shared_int(max(1, 1_000_000_000 // cfg.ts_hz))
         self._ts_offset = ts_offset
         self._last_ack_sent = 0
         self.sndbuf = SendBuffer(iss + 1)
         self.fin_seq: int | None = None
         self.rxq = ReceiveQueue()
-        self.ooo = Reassembly(cfg.max_ooo_segments)
+        self.ooo: Reassembly | None = None  # created by the first out-of-order segment (memory)
         self.cc: CongestionControl = make_cc(cfg.congestion_control, self.snd_mss, cfg.initial_window, cfg.abc_limit)
         self.srtt = 0
         self.rttvar = 0
@@ -266,10 +272,11 @@ class Connection:
         self._in_recovery = False
         self._recover = iss
         self._high_rxt = iss
-        self._sack_board: list[list[int]] = []
+        self._sack_board: list[list[int]] = EMPTY  # type: ignore[assignment]  # a list from the first SACK
         self._peer_fin_seq: int | None = None
         self._peer_closed_pending = False
         self._send_blocked = False
+        self._snd_sml = iss  # end of the last sub-MSS segment sent (Linux snd_sml, Minshall's Nagle)
         self._user_closed = False
         self._fin_after_est = False
         self._gave_up = False
@@ -277,10 +284,14 @@ class Connection:
         self._cack_count = 0
         self._parent: Any = None
         self._parent_key: Any = None
-        self._out: list[TcpSegment] = []
+        # Outboxes are EMPTY (shared, see buffers.py) until something is queued: memory per idle TCB.
+        self._out: list[TcpSegment] = EMPTY  # type: ignore[assignment]
         self._oow_last = -(10**18)
-        self._events: list[Event] = []
+        self._events: list[Event] = EMPTY  # type: ignore[assignment]
         self.stats = TcpStats()
+        # TSO (set by the host transport when the link segments for us): largest payload per queued
+        # segment, a multiple of snd_mss; 0 keeps one MSS per segment. Windows stay in bytes.
+        self.tso_max = 0
 
     # ------------------------------------------------------------------ outputs / introspection
 
@@ -288,15 +299,22 @@ class Connection:
         out = self._out
         if not out:
             return []
-        self._out = []
+        self._out = EMPTY  # type: ignore[assignment]
         return out
 
     def pop_events(self) -> list[Event]:
         ev = self._events
         if not ev:
             return []
-        self._events = []
+        self._events = EMPTY  # type: ignore[assignment]
         return ev
+
+    def _queue(self, seg: TcpSegment) -> None:
+        out = self._out
+        if out is EMPTY:
+            self._out = [seg]
+        else:
+            out.append(seg)
 
     @property
     def readable(self) -> int:
@@ -333,6 +351,22 @@ class Connection:
     @property
     def keepalive_probes(self) -> int:
         return self._ka_probes
+
+    def push(self, now: int) -> None:
+        """Send what the windows allow now (TCP_NODELAY just set: Linux tcp_push_pending_frames)."""
+        self._output(now)
+
+    @property
+    def ack_pending(self) -> bool:
+        """An ACK (delayed or due at once) is owed to the peer and not queued yet."""
+        return self._delack_deadline is not None or self._ack_now
+
+    def flush_ack(self, now: int) -> bool:
+        """Queue an owed ACK now (R-TMR-04: before the connection changes hands); True if one was."""
+        if not self.ack_pending:
+            return False
+        self._emit_seg(self._ack_seq(), ACK, b"", now)
+        return True
 
     @property
     def gave_up(self) -> bool:
@@ -391,11 +425,14 @@ class Connection:
     def _mss_for_mtu(self, mtu: int, peer_mss: int) -> int:
         # RFC 9293 3.7.1: Eff.snd.MSS = min(SendMSS + 20, MMS_S) - TCPhdrsize - IPoptionsize; the
         # timestamp option takes 12 bytes of every segment (RFC 7323 / RFC 6691).
-        mms = mtu - self.cfg.ip_header_size - 20
+        cfg = self.cfg
+        mms = mtu - cfg.ip_header_size - 20
         eff = min(peer_mss, mms)
+        if cfg.snd_mss_clamp and cfg.mss < eff:
+            eff = cfg.mss  # Linux mss_clamp: TCP_MAXSEG bounds what we send as well
         if self.ts_ok:
             eff -= 12
-        return max(eff, 64)
+        return shared_int(max(eff, 64))
 
     def _drop(self, reason: str) -> None:
         self.stats.drop(reason)
@@ -472,17 +509,17 @@ class Connection:
             opts = TcpOptions(None, None, False, (), (now // self._ts_div + self._ts_offset) & MASK, self.ts_recent)
         else:
             opts = None
-        self._out.append(TcpSegment(self.local_port, self.remote_port, seq & MASK, ack, flags, win, payload, opts))
+        self._queue(TcpSegment(self.local_port, self.remote_port, seq & MASK, ack, flags, win, payload, opts))
         self.stats.segs_out += 1
 
-    def _send_rst(self, seq: int, now: int, ack: bool = False) -> None:
+    def _send_rst(self, seq: int, now: int, ack: bool = False, window: int = 0) -> None:
         flags = RST | ACK if ack else RST
         # R-TS-07: with timestamps negotiated even the RST carries the option (RFC 7323 allows it).
         opts = TcpOptions(None, None, False, (), self.ts_now(now), self.ts_recent) if self.ts_ok else None
         seg = TcpSegment(
-            self.local_port, self.remote_port, seq & MASK, (self.rcv_nxt & MASK) if ack else 0, flags, 0, b"", opts
+            self.local_port, self.remote_port, seq & MASK, (self.rcv_nxt & MASK) if ack else 0, flags, window, b"", opts
         )
-        self._out.append(seg)
+        self._queue(seg)
         self.stats.segs_out += 1
 
     def _send_syn(self, now: int, with_ack: bool) -> None:
@@ -501,14 +538,19 @@ class Connection:
         if with_ack:
             self.rcv_adv = self.rcv_adv_max = self.rcv_nxt + win
             self._last_ack_sent = self.rcv_nxt
-        self._out.append(TcpSegment(self.local_port, self.remote_port, self.iss, ack, flags, win, b"", opts))
+        self._queue(TcpSegment(self.local_port, self.remote_port, self.iss, ack, flags, win, b"", opts))
         self.stats.segs_out += 1
-        self.snd_nxt = self.iss + 1
+        nxt = self.sndbuf.start  # ISS + 1 until data is acknowledged: share its int object
+        self.snd_nxt = nxt if nxt == self.iss + 1 else self.iss + 1
         if self.snd_max < self.snd_nxt:
             self.snd_max = self.snd_nxt
 
     def _emit(self, ev: Event) -> None:
-        self._events.append(ev)
+        evs = self._events
+        if evs is EMPTY:
+            self._events = [ev]
+        else:
+            evs.append(ev)
 
     def _enter_closed(self, reason: str) -> None:
         prev = self.state
@@ -698,7 +740,10 @@ class Connection:
         """ABORT: RST in synchronized states, then CLOSED (RFC 9293 3.10.5)."""
         st = self.state
         if st in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, SYN_RCVD):
-            self._send_rst(self.snd_max, now)
+            if self.cfg.rst_ack_on_abort:  # Linux: RST|ACK carrying the current window
+                self._send_rst(self.snd_max, now, ack=True, window=self._rcv_window())
+            else:
+                self._send_rst(self.snd_max, now)
         if st is not CLOSED:
             self._enter_closed("abort")
 
@@ -818,7 +863,7 @@ class Connection:
         self._in_recovery = False
         self._recover = self.snd_max
         self._dup_acks = 0
-        self._sack_board.clear()
+        self._sack_board = EMPTY  # type: ignore[assignment]
         self._high_rxt = self.snd_una
         self._rtt_seq = -1  # Karn
         self.snd_nxt = self.snd_una
@@ -890,6 +935,8 @@ class Connection:
     def _send_loop(self, now: int, force_one: bool) -> None:
         cfg = self.cfg
         mss = self.snd_mss
+        tso = self.tso_max
+        seg_max = tso - tso % mss if tso > mss and not force_one else mss
         buf = self.sndbuf
         data_end = buf.end
         fin_seq = self.fin_seq
@@ -911,11 +958,13 @@ class Connection:
             usable = limit - nxt
             avail = data_end - nxt
             if avail > 0:
-                n = mss if mss < avail else avail
+                n = seg_max if seg_max < avail else avail
                 if usable < n:
                     n = usable
                 if n <= 0:
                     break
+                if n > mss:
+                    n -= n % mss  # TSO: whole MSS units; a short tail is judged below as its own segment
                 if nxt >= snd_max and not force_one:
                     flight = nxt - una
                     if n < mss and flight:
@@ -923,7 +972,7 @@ class Connection:
                             # Window-limited tail: only send if it is a good fraction of the window.
                             if n * cfg.sws_sender_fraction < self.max_snd_wnd:
                                 break
-                        elif cfg.nagle and fin_seq is None:
+                        elif cfg.nagle and fin_seq is None and (not cfg.nagle_minshall or self._snd_sml > una):
                             break  # Nagle: one small segment outstanding at most
                 flags = ACK
                 end = nxt + n
@@ -933,6 +982,8 @@ class Connection:
                         flags |= FIN
                 payload = buf.slice(nxt, n)
                 self._transmit(nxt, flags, payload, n, now)
+                if n < mss:
+                    self._snd_sml = end
                 sent = True
             elif fin_seq is not None and nxt == fin_seq:
                 self._transmit(nxt, FIN | ACK, b"", 0, now)
@@ -981,6 +1032,8 @@ class Connection:
     def _sack_update(self, opts: TcpOptions, ack: int) -> int:
         """Merge the ACK's SACK blocks into the scoreboard; returns newly SACKed bytes."""
         board = self._sack_board
+        if board is EMPTY:
+            board = self._sack_board = []
         una = ack
         top = self.snd_max
         new = 0
@@ -1017,6 +1070,8 @@ class Connection:
             board.pop(0)
         if board and board[0][0] < una:
             board[0][0] = una
+        elif not board:
+            self._sack_board = EMPTY  # type: ignore[assignment]  # all acknowledged: release it
 
     def _lost_edge(self) -> int:
         """Bytes below the returned seq that are not SACKed are lost (RFC 6675 IsLost)."""
@@ -1129,7 +1184,7 @@ class Connection:
                 return
             r = rst_for(seg)
             if r is not None:
-                self._out.append(r)
+                self._queue(r)
             self._drop("closed")
             return
         if st is LISTEN:
@@ -1144,7 +1199,7 @@ class Connection:
         cfg = self.cfg
         if opts is None:
             opts = TcpOptions()
-        self.peer_mss = opts.mss if opts.mss else 536  # RFC 9293 3.7.1 default
+        self.peer_mss = shared_int(opts.mss) if opts.mss else 536  # RFC 9293 3.7.1 default
         if cfg.window_scaling and opts.wscale is not None:
             self.ws_ok = True
             self.snd_wscale = min(opts.wscale, 14)  # RFC 7323 2.3
@@ -1186,7 +1241,7 @@ class Connection:
             self._drop("rst_in_listen")
             return
         if flags & ACK:
-            self._out.append(TcpSegment(self.local_port, self.remote_port, seg.ack, 0, RST, 0))
+            self._queue(TcpSegment(self.local_port, self.remote_port, seg.ack, 0, RST, 0))
             return
         if flags & SYN:
             self.remote_port = seg.src_port
@@ -1201,7 +1256,7 @@ class Connection:
             ack = self.iss + (((seg.ack - self.iss + HALF) & MASK) - HALF)
             if ack <= self.iss or ack > self.snd_max:
                 if not flags & RST:
-                    self._out.append(TcpSegment(self.local_port, self.remote_port, seg.ack, 0, RST, 0))
+                    self._queue(TcpSegment(self.local_port, self.remote_port, seg.ack, 0, RST, 0))
                 self._drop("syn_sent_bad_ack")
                 return
             ack_ok = True
@@ -1373,7 +1428,7 @@ class Connection:
         ack = una + (((seg.ack - una + HALF) & MASK) - HALF)
         if st is SYN_RCVD:
             if not una < ack <= self.snd_max:
-                self._out.append(TcpSegment(self.local_port, self.remote_port, seg.ack, 0, RST, 0))
+                self._queue(TcpSegment(self.local_port, self.remote_port, seg.ack, 0, RST, 0))
                 self._drop("syn_rcvd_bad_ack")
                 return
             parent = self._parent
@@ -1517,7 +1572,7 @@ class Connection:
         self.rxq.append(payload)
         self.rcv_nxt = rcv_nxt + plen
         self.stats.bytes_in += plen
-        self._events.append(DataReadable(plen, bool(flags & PSH)))
+        self._emit(DataReadable(plen, bool(flags & PSH)))
         cfg = self.cfg
         self._unacked_segs += 1
         if not cfg.delayed_ack or self._unacked_segs >= cfg.ack_frequency:
@@ -1643,6 +1698,14 @@ class Connection:
             if fin and st in (CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT):
                 self._ack_now = True  # retransmitted FIN: re-ACK
             return
+        if plen and self._user_closed and self.cfg.rst_on_data_after_close and seq + plen > rcv_nxt:
+            # Nobody can read it: reset (Linux TCPABORTONDATA), the RST answering this segment.
+            if flags & ACK:
+                self._send_rst(seg.ack, now)
+            else:
+                self._send_rst(self.snd_max, now, ack=True)
+            self._enter_closed("abort_on_data")
+            return
         if plen:
             # Trim to [RCV.NXT, right edge advertised).
             if seq < rcv_nxt:
@@ -1692,7 +1755,10 @@ class Connection:
                 elif self._delack_deadline is None:
                     self._delack_deadline = now + cfg.delack_timeout_ns
             else:
-                if not self.ooo.add(seq, payload):
+                ooo = self.ooo
+                if ooo is None:
+                    ooo = self.ooo = Reassembly(self.cfg.max_ooo_segments)
+                if not ooo.add(seq, payload):
                     self._drop("ooo_queue_full")
                 self._ack_now = True  # RFC 5681 4.2: immediate ACK for out-of-order data
         if fin:
@@ -1706,7 +1772,7 @@ class Connection:
 
     def _accept_fin(self, now: int) -> None:
         self._peer_fin_seq = None
-        self.ooo.clear()
+        self.ooo = None
         self.rcv_nxt += 1
         self._ack_now = True
         st = self.state

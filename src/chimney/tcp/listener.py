@@ -116,6 +116,7 @@ class Listener:
         self._syn_q.pop(conn._parent_key, None)
         self._accept_q.append(conn)
         conn._parent = None
+        conn._parent_key = None  # the SYN-queue key (a tuple and an address copy) is not kept
         return True
 
     def _child_gone(self, conn: Connection) -> None:
