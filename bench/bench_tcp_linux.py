@@ -129,6 +129,7 @@ def _offload_counters(stack: HostStack, port: TapPort, largest: list[int]) -> di
         "segs_in": c.segs_in,
         "segs_out": c.segs_out,
         "acks_coalesced": c.acks_coalesced,
+        "gro_merged": c.gro_merged,
         "timer_arms": c.timer_arms,
         "largest_rx_frame": largest[0],
         "frames_in": port.frames_in,
@@ -325,7 +326,8 @@ def main() -> None:
         crx, ctx = r[f"counters_rx_{label}"], r[f"counters_tx_{label}"]
         ev = (f"rx: {crx['gso_frames_in']} GSO frames in, largest {crx['largest_rx_frame']} B; "
               f"tx: {ctx['tso_frames_out']} TSO frames out") if label.startswith("vnet") else \
-            f"rx: {crx['frames_in']} frames, {crx['segs_out']} ACKs ({crx['acks_coalesced']} coalesced away)"
+            (f"rx: {crx['frames_in']} frames ({crx['gro_merged']} merged by GRO), {crx['segs_out']} ACKs "
+             f"({crx['acks_coalesced']} coalesced away)")
         print(f"{label:12} {r[f'ours_rx_{label}'] / 1e9:10.3f} {r[f'ratio_rx_{label}']:7.3f} "
               f"{r[f'ours_tx_{label}'] / 1e9:10.3f} {r[f'ratio_tx_{label}']:7.3f}   {ev}")
     rx = r["ours_rx_tap_1500"]

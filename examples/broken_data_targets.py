@@ -393,3 +393,113 @@ class SendsOnInvalidPath(OffloadTarget):
             super()._transmit(ctx, segs)
         finally:
             ctx.valid, path.valid, path.neighbor.valid = saved
+
+
+class AbortWithoutRst(OffloadTarget):
+    """Completes an abortive disconnect with SUCCESS but never sends the RST (breaks R-DISC-06)."""
+
+    def _transmit(self, ctx: TcpCtx, segs: list[Any]) -> None:
+        if ctx.abortive:
+            segs = [s for s in segs if not s.flags & RST]
+        super()._transmit(ctx, segs)
+
+
+class NagleIgnored(OffloadTarget):
+    """Runs every connection without Nagle whatever TCP_FLAG_NAGLING_ENABLED says (breaks R-SEND-16)."""
+
+    def _create_tcp(self, node: Any, parent: Any) -> tuple[TcpCtx | None, int]:
+        ctx, st = super()._create_tcp(node, parent)
+        if ctx is not None:
+            ctx.conn.cfg = ctx.conn.cfg.replace(nagle=False)
+        return ctx, st
+
+
+class NewDataBeforeRetransmission(OffloadTarget):
+    """Resumes sending at SndMax with a fresh congestion window after an offload, leaving SndNxt..SndMax to
+    its retransmission timer (breaks R-OFF-18)."""
+
+    def _create_tcp(self, node: Any, parent: Any) -> tuple[TcpCtx | None, int]:
+        ctx, st = super()._create_tcp(node, parent)
+        if ctx is not None:
+            conn = ctx.conn
+            conn.snd_nxt = conn.snd_max
+            conn.cc.cwnd = max(conn.cc.cwnd, conn.snd_max - conn.snd_una + 10 * conn.snd_mss)
+        return ctx, st
+
+
+class NonPushRequestsRejected(OffloadTarget):
+    """Supports push requests only: a non-push request completes at once with INVALID_STATE (breaks
+    R-RECV-04)."""
+
+    def tcp_offload_receive(self, adapter_context: Any, offload_context: Any, nbl: NetBufferList) -> NdisStatus:
+        if nbl.info.get(NblInfo.TcpReceiveNoPush, False):
+            self._fail_chain_later(nbl, NdisStatus.INVALID_STATE, self.h_receive_complete)
+            return NdisStatus.PENDING
+        return super().tcp_offload_receive(adapter_context, offload_context, nbl)
+
+
+class WindowKeptAfterCompletion(OffloadTarget):
+    """Completes requests with SUCCESS but keeps their bytes counted against the receive window, which never
+    reopens (breaks R-RECV-10)."""
+
+    def _fill(self, ctx: TcpCtx) -> bool:
+        before = ctx.conn.readable
+        done = super()._fill(ctx)
+        moved = before - ctx.conn.readable
+        if moved > 0:
+            cfg = ctx.conn.cfg
+            ctx.conn.cfg = cfg.replace(rcv_buf=max(cfg.rcv_buf - moved, 1))
+        return done
+
+
+class DisconnectBytesMisreported(OffloadTarget):
+    """Reports one more user byte in a graceful disconnect's TcpOffloadBytesTransferred than it sent (breaks
+    R-DISC-10)."""
+
+    def _check_disconnect(self, ctx: TcpCtx) -> None:
+        d = ctx.disconnect
+        if d is None or ctx.conn.snd_una < d[2]:
+            return
+        orig = self.h_disconnect_complete
+
+        def complete(adapter: Any, n: NetBufferList) -> None:
+            n.info[_BYTES] = int(n.info.get(_BYTES, 0) or 0) + 1
+            orig(adapter, n)
+
+        self.h_disconnect_complete = complete
+        try:
+            super()._check_disconnect(ctx)
+        finally:
+            self.h_disconnect_complete = orig
+
+
+class FreesAfterFin(OffloadTarget):
+    """Lets go of a connection as soon as its FIN is acknowledged, before the host terminates it (breaks
+    R-DISC-14)."""
+
+    def _check_disconnect(self, ctx: TcpCtx) -> None:
+        pending = ctx.disconnect is not None
+        super()._check_disconnect(ctx)
+        if pending and ctx.disconnect is None:
+            self.scheduler.call_soon(self._forget, ctx, label="free after FIN")
+
+    def _forget(self, ctx: TcpCtx) -> None:
+        ctx.conn.abort(self.scheduler.now)
+        ctx.conn.pop_segments()
+        ctx.conn.pop_events()
+        ctx.aborted = True
+
+
+class UrgentDataInline(OffloadTarget):
+    """Processes URG segments as ordinary data: no ReceivedUrgentData retrieve, the urgent bytes acknowledged
+    and delivered through the chimney (breaks R-RX-07)."""
+
+    def _special_segment(self, ctx: TcpCtx, seg: Any, frame: bytes) -> bool:
+        if not seg.flags & SYN:
+            return False
+        return super()._special_segment(ctx, seg, frame)
+
+    def _on_events(self, ctx: TcpCtx, evs: list[Any]) -> None:
+        from chimney.tcp import UrgentData
+
+        super()._on_events(ctx, [e for e in evs if type(e) is not UrgentData])

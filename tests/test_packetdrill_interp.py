@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from chimney.cli_packetdrill import packetdrill
 from chimney.packetdrill import format_suite, junit_xml, parse_script, run_suite
 from chimney.packetdrill.interp import Runner, ScriptResult
+from chimney.packetdrill.report import format_result
 
 NO_OPTS = "`sysctl -q net.ipv4.tcp_timestamps=0 net.ipv4.tcp_sack=0 net.ipv4.tcp_window_scaling=0`\n"
 PASSIVE = NO_OPTS + """0   socket(..., SOCK_STREAM, IPPROTO_TCP) = 3
@@ -316,3 +317,96 @@ def test_msg_waitall_blocks_until_all_bytes_arrived(mode: str) -> None:
     eof = run(PASSIVE + "+0...0.1 recv(4, ..., 300, MSG_WAITALL) = 100\n+.1 < P. 1:101(100) ack 1 win 65535\n"
               "+0 < F. 101:101(0) ack 1 win 65535\n+0 > . 1:1(0) ack 102 win 65535\n", mode=mode)
     assert eof.status == "pass", eof.message
+
+
+# -- offload mode: what stays on the host, adapter parameters, R-TMR-04 ---------------------------------
+
+
+def offload_run(text: str) -> tuple[ScriptResult, Runner]:
+    r = Runner(parse_script(text, "t.pkt"), mode="offload")
+    res = r.run()
+    if res.status == "unsupported":
+        pytest.skip(res.message)
+    return res, r
+
+
+def test_offload_mode_keeps_a_connection_whose_settings_the_chimney_cannot_carry() -> None:
+    """tcp_fin_timeout changed after the NIC was set up: no chimney field carries it, so the host keeps
+    the connection and the result says why (not a failure)."""
+    body = PASSIVE + "+0 write(4, ..., 10) = 10\n+0 > P. 1:11(10) ack 1 win 65535\n"
+    res, r = offload_run("`sysctl -q net.ipv4.tcp_fin_timeout=5`\n" + body)
+    assert res.status == "pass", res.message
+    assert len(res.stayed_on_host) == 1 and res.stayed_on_host[0].startswith("fin_wait2_timeout_ns=5000000000 ")
+    assert "no chimney field for the FIN_WAIT_2 timeout" in res.stayed_on_host[0]
+    assert r.h is not None and r.h.manager.offloaded() == [] and r.h.manager.stats["declined_uncarried"] == 1
+    assert "    stayed on host: fin_wait2_timeout_ns=5000000000" in format_result(res)
+    plain, r2 = offload_run(NO_OPTS.replace("`\n", " net.ipv4.tcp_fin_timeout=120`\n") + body.split("\n", 1)[1])
+    assert plain.status == "pass" and plain.stayed_on_host == []  # the target's own value: offloaded
+    assert r2.h is not None and len(r2.h.manager.offloaded()) == 1
+
+
+def test_offload_mode_keeps_a_connection_whose_maxseg_bounds_what_we_send() -> None:
+    text = ("--profile=linux\n" + NO_OPTS + "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n"
+            "+0 setsockopt(3, IPPROTO_TCP, TCP_MAXSEG, [1000], 4) = 0\n+0 bind(3, ..., ...) = 0\n"
+            "+0 listen(3, 1) = 0\n+0 < S 0:0(0) win 65535 <mss 1460>\n+0 > S. 0:0(0) ack 1 win 65535 <mss 1000>\n"
+            "+.1 < . 1:1(0) ack 1 win 65535\n+0 accept(3, ..., ...) = 4\n")
+    res, _ = offload_run(text)
+    assert res.status == "pass", res.message
+    assert res.stayed_on_host and "TCP_MAXSEG 1000 bounds the MSS we send" in res.stayed_on_host[0]
+    r = Runner(parse_script(text.replace("[1000]", "[1460]").replace("<mss 1000>", "<mss 1460>"), "t.pkt"),
+               mode="offload")
+    assert r.run().stayed_on_host == []  # no lower than the peer's MSS: nothing to carry
+
+
+def test_adapter_wide_sysctls_become_new_offload_parameters() -> None:
+    """tcp_retries2 / tcp_reordering / delayed ACK are per adapter (R-INIT-12): the host sets the
+    NDIS_TCP_CONNECTION_OFFLOAD_PARAMETERS again and the target takes them for later offloads."""
+    res, r = offload_run("`sysctl -q net.ipv4.tcp_retries2=2 net.ipv4.tcp_reordering=5`\n" + PASSIVE)
+    assert res.status == "pass", res.message
+    assert r.h is not None
+    b = r.h.manager.binding
+    assert b.params_accepted and b.params.tcp_maximum_retransmissions == 2 and b.params.tcp_duplicate_ack_threshold == 5
+    assert len(r.h.manager.offloaded()) == 1
+    (ctx,) = r.h.manager.ndis.adapters[0].driver.tcps.values()
+    assert ctx.conn.cfg.max_retransmissions == 2 and ctx.conn.cfg.dupack_threshold == 5
+
+
+@pytest.mark.parametrize("mode", ["host", "offload"])
+def test_r_tmr_04_chimney_offload_marker_flushes_the_owed_ack(mode: str) -> None:
+    """R-TMR-04: delayed-ACK state does not cross the boundary; the ACK owed for the 50 bytes goes out at
+    the marker in both modes (the host alone would otherwise delay it 200 ms)."""
+    text = (PASSIVE + "+0 < P. 1:51(50) ack 1 win 65535\n+0 read(4, ..., 100) = 50\n+.05 chimney_offload\n"
+            "+0 > . 1:1(0) ack 51 win 65535\n")
+    r = Runner(parse_script(text, "t.pkt"), mode=mode)
+    res = r.run()
+    assert res.status == "pass", res.message
+    assert res.outbound[-1] == "0.150000 . 1:1(0) ack 51 win 65535"
+    if mode == "offload":
+        assert r.h is not None and len(r.h.manager.offloaded()) == 1
+    late = run(text.replace("+.05 chimney_offload\n", ""), mode=mode)
+    assert late.status == "fail" and "nothing was sent" in late.message  # without it: at 0.3 s
+
+
+def test_automatic_offload_waits_until_no_ack_is_owed() -> None:
+    """Data on the handshake-completing ACK leaves a delayed ACK owed at establishment: the connection is
+    offloaded once that ACK went out, so the hand-over does not show on the wire."""
+    res, r = offload_run(NO_OPTS + "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n"
+                         "+0 listen(3, 1) = 0\n+0 < S 0:0(0) win 65535 <mss 1460>\n"
+                         "+0 > S. 0:0(0) ack 1 win 65535 <mss 1460>\n+.1 < P. 1:11(10) ack 1 win 65535\n"
+                         "+0 accept(3, ..., ...) = 4\n+.2 > . 1:1(0) ack 11 win 65535\n+.1 read(4, ..., 100) = 10\n")
+    assert res.status == "pass", res.message
+    assert r.h is not None and [t for t, kind, _, _ in r.h.manager.history if kind == "offload"] == [300_000_000]
+
+
+def test_setting_an_option_no_field_carries_takes_the_connection_back() -> None:
+    """TCP_LINGER2 on an offloaded connection: the host uploads it and runs the FIN-WAIT-2 timer itself."""
+    res, r = offload_run(PASSIVE + "+0 setsockopt(4, IPPROTO_TCP, TCP_LINGER2, [5], 4) = 0\n+0 close(4) = 0\n"
+                         "+0 > F. 1:1(0) ack 1 win 65535\n+.1 < . 1:1(0) ack 2 win 65535\n"
+                         "+5.1 < . 1:1(0) ack 2 win 65535\n+0 > R 2:2(0) win 0\n")
+    assert res.status == "pass", res.message
+    assert res.stayed_on_host and res.stayed_on_host[0].startswith("fin_wait2_timeout_ns=5000000000 ")
+    assert r.h is not None
+    m = r.h.manager
+    assert [(kind, detail.split(":")[0]) for _, kind, _, detail in m.history] == [("offload", "SUCCESS"),
+                                                                               ("upload", "uncarried")]
+    assert m.stats["uploads_uncarried"] == 1

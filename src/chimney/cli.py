@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -139,6 +140,17 @@ def _print_offload_report(r: dict[str, Any], wall_s: float) -> None:
         if g["bytes"] or g["conn_ms"]:
             t.add_row(ph, f"{g['bytes']:,}", str(g["conn_ms"]), f"{g['mbps_per_conn']:.1f}")
     console.print(t)
+    ns = r.get("netstat")
+    if ns:
+        t = Table(title=f"netstat of host A at {ns['t_ms']:.3f} ms (offloaded rows: the target's live values, "
+                        "NdisQueryOffloadState)", box=box.SIMPLE_HEAD, pad_edge=False)
+        for c in ("local", "remote", "state", "from", "SndUna", "SndNxt", "RcvNxt", "cwnd", "SRtt ms"):
+            t.add_column(c, justify="right" if c[0].isupper() or c == "cwnd" else "left", no_wrap=True)
+        for row in ns["rows"]:
+            t.add_row(row["local"], row["remote"], row["state"], row["source"],
+                      str(row["snd_una"]), str(row["snd_nxt"]), str(row["rcv_nxt"]), f"{row['cwnd']:,}",
+                      "-" if row["srtt_ms"] is None else f"{row['srtt_ms']:.2f}")
+        console.print(t)
     drops = "; ".join(
         f"{d.replace('_to_', '->').upper()} " + (", ".join(f"{n} {c}" for c, n in causes.items()) or "none")
         for d, causes in r["link_drops"].items()

@@ -10,6 +10,7 @@ NDIS call is checked by the contract verifier (RECORD mode: violations are count
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 from chimney.host import apps
 from chimney.host.chimney import OffloadPair, build_offload_pair
+from chimney.host.netstat import list_connections_async
 from chimney.host.policy import OffloadPolicy
 from chimney.host.socket import Socket
 from chimney.host.stack import HostStack
@@ -46,6 +48,7 @@ TRANSFER_LIMIT_NS = 60 * NS_PER_S  # simulated; the transfers take well under a 
 HOST_UPLOAD_AT = 0.25
 TARGET_REQUEST_AT = 0.45
 HW_RESET_AT = 0.65
+NETSTAT_AT = 0.15  # a `netstat` of host A (offloaded rows queried from the target) once this much moved
 
 PHASES = ("host", "offloaded", "switching")
 
@@ -103,6 +106,9 @@ class _Demo:
         self._last_rx: dict[int, int] = {}
         self._finished: set[int] = set()
         self.server = apps.Server(self.pair.host_a, PORT, self._serve).start()
+        self.netstat: dict[str, Any] | None = None
+        self._netstat_fut: Any = None
+        self._netstat_at = 0
 
     # ------------------------------------------------------------------ applications
 
@@ -215,6 +221,21 @@ class _Demo:
             self.pair.target.hardware_reset()
             self._note("hardware reset", 0, "NDIS_STATUS_UPLOAD_ALL")
 
+    def _netstat(self, fraction: float) -> None:
+        """Once, mid-transfer with a connection offloaded: host A's connection list, offloaded rows with
+        the target's live values (NdisQueryOffloadState), resolved a step or two later."""
+        if self.netstat is not None or fraction < NETSTAT_AT:
+            return
+        fut = self._netstat_fut
+        if fut is None:
+            if self._offloaded_flows():
+                self._netstat_fut = list_connections_async(self.pair.manager)
+                self._netstat_at = self.sched.now
+            return
+        if fut.done():
+            self.netstat = {"t_ms": round(self._netstat_at / NS_PER_MS, 3),
+                            "rows": [dataclasses.asdict(r) for r in fut.result()]}
+
     def _note(self, action: str, conn: int, how: str) -> None:
         self.actions.append({"t_ms": round(self.sched.now / NS_PER_MS, 3), "action": action, "conn": conn,
                              "how": how})
@@ -232,6 +253,7 @@ class _Demo:
             sched.run_until(sched.now + STEP_NS)
             self._sample()
             self._script(self.delivered() / total)
+            self._netstat(self.delivered() / total)
         self.end_ns = sched.now
         self.server.close()
         # Let the closes finish: every connection back in the host, every NBL home.
@@ -336,6 +358,7 @@ def _report(d: _Demo) -> dict[str, Any]:
             "held_by_host_at_end": held,
         },
         "forwarded_segments": m.stats["forwarded"],
+        "netstat": d.netstat,
         "retrieves": tc["retrieves"],
         "hardware_resets": tc["hw_resets"],
         "goodput": {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,10 +274,12 @@ def serve(opts: ServeOptions, emit: Callable[[str], None] = print) -> ServeSumma
     capture: Capture | None = None
     # The scheduler outlives the topology: closing the TAP port unregisters its fd from the scheduler.
     with RealTimeScheduler() as sched, \
-            TapTopology(opts.netns, tap_name=opts.tap, linux_addr=opts.linux_addr, our_addr=opts.our_addr) as topo:
+            TapTopology(opts.netns, tap_name=opts.tap, linux_addr=opts.linux_addr, our_addr=opts.our_addr) as topo, \
+            ExitStack() as cleanup:
         port = topo.port(sched)
         if opts.pcap is not None:
             capture = Capture(opts.pcap, sched)
+            cleanup.callback(capture.close)  # also when building the host fails (close is idempotent)
             capture.attach(port, name=opts.tap)
         node = build_tap_offload_host(sched, port, our_cidr, policy=policy, ims=opts.ims, monitor=opts.monitor)
         server = start_app(node.host, opts.app, port_no, opts.root)

@@ -34,6 +34,7 @@ RULES: dict[str, str] = {
     "R-VLAN-01": "vlan-tagged", "R-VLAN-06": "vlan-tagged",
     "R-OFF-15": "offload-data-in-flight", "R-OFF-18": "offload-data-in-flight", "R-OFF-19": "offload-data-in-flight",
     "R-SEND-15": "send-path", "R-SEND-16": "send-path", "R-TRM-17": "send-path",
+    "R-RX-07": "rx-urgent",
 }
 
 
@@ -176,3 +177,35 @@ def test_r_trm_17_pending_ack_dropped_at_terminate() -> None:
 
 def test_r_send_15_data_sent_on_an_invalidated_path() -> None:
     _caught("SendsOnInvalidPath", "R-SEND-15")
+
+
+def test_r_disc_06_abortive_disconnect_success_without_an_rst() -> None:
+    _caught("AbortWithoutRst", "R-DISC-06")
+
+
+def test_r_send_16_nagle_flag_ignored() -> None:
+    _caught("NagleIgnored", "R-SEND-16")
+
+
+def test_r_off_18_new_data_before_the_bytes_to_retransmit() -> None:
+    _caught("NewDataBeforeRetransmission", "R-OFF-18")
+
+
+def test_r_recv_04_non_push_requests_not_supported() -> None:
+    _caught("NonPushRequestsRejected", "R-RECV-04")
+
+
+def test_r_recv_10_completed_bytes_never_leave_the_receive_window() -> None:
+    _caught("WindowKeptAfterCompletion", "R-RECV-10")
+
+
+def test_r_disc_10_graceful_disconnect_byte_count_wrong() -> None:
+    _caught("DisconnectBytesMisreported", "R-DISC-10")
+
+
+def test_r_disc_14_connection_let_go_after_its_fin() -> None:
+    _caught("FreesAfterFin", "R-DISC-14")
+
+
+def test_r_rx_07_urgent_data_processed_inline() -> None:
+    _caught("UrgentDataInline", "R-RX-07")

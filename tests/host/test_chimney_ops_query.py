@@ -124,3 +124,19 @@ def test_query_of_a_host_connection_resolves_none_without_a_request() -> None:
     q = p.manager.query(tcb)
     assert q.done() and q.result() is None and p.manager.stats["queries"] == 0
     finish(p, futs)
+
+
+def test_demo_report_carries_a_netstat_of_offloaded_connections_queried_from_the_target() -> None:
+    """`chimney demo` shows host A's connection list mid-transfer: the offloaded rows come from
+    NdisQueryOffloadState (source "target"), with the target's sequence numbers and SRtt."""
+    from chimney.demo import run_offload_demo
+
+    r = run_offload_demo(3, connections=2, nbytes=600_000)
+    assert r["ok"]
+    ns = r["netstat"]
+    assert ns is not None and 0 < ns["t_ms"] < r["transfer_ms"] + 100
+    rows = [row for row in ns["rows"] if row["local"].endswith(":5001")]
+    assert len(rows) == 2 and {row["source"] for row in rows} <= {"target", "host", "stale"}
+    queried = [row for row in rows if row["source"] == "target"]
+    assert queried and all(row["where"] == "offloaded" and row["srtt_ms"] is not None for row in queried)
+    assert all(row["send_backlog"] is not None and row["cwnd"] > 0 for row in queried)

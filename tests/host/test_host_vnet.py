@@ -256,6 +256,71 @@ def test_the_batch_is_flushed_every_rx_batch_segments_within_one_long_drain() ->
     assert _acks(p.b_out) == [(base + 8 * mss) & 0xFFFFFFFF, (base + 16 * mss) & 0xFFFFFFFF]
 
 
+def _gro_frames(p: Pair, count: int, *, ts_change_at: int | None = None, psh_at: int | None = None,
+                order: list[int] | None = None) -> tuple[bytes, list[bytes]]:
+    """`count` MSS-sized in-order frames from A with flags ACK (PSH only at `psh_at`) and one timestamp
+    value (a new one from `ts_change_at` on), in `order` if given."""
+    ca = p.ta.conn
+    mss = ca.snd_mss
+    data = random.Random(6).randbytes(count * mss)
+    b = TcpFrameBuilder(p.a.ip.interfaces["eth0"].mac, p.ifb.mac, p.ta.local, p.ta.remote)
+    frames = []
+    for i in range(count):
+        tsv = ca.ts_now(p.sched.now) + (1 if ts_change_at is not None and i >= ts_change_at else 0)
+        seg = TcpSegment(p.ta.local_port, p.ta.remote_port, (ca.snd_nxt + i * mss) & 0xFFFFFFFF,
+                         ca.rcv_nxt & 0xFFFFFFFF, ACK | (PSH if i == psh_at else 0), 4000,
+                         data[i * mss : (i + 1) * mss], TcpOptions(None, None, False, (), tsv, ca.ts_recent))
+        frames.append(b.build_frame(seg))
+    if order is not None:
+        frames = [frames[i] for i in order]
+    return data, frames
+
+
+def test_gro_hands_a_burst_to_the_engine_as_two_segments_and_acks_it_once() -> None:
+    p = _pair()
+    p.ifb.rx_batched = True
+    data, frames = _gro_frames(p, 20)
+    before = p.tb.conn.stats.segs_in
+    for f in frames:
+        p.b.ip.input_frame(p.ifb, f)
+    p.b.ip.drain_end()
+    assert p.b.tcp.counters.gro_merged == 18
+    assert p.tb.conn.stats.segs_in - before == 2  # the engine saw 19 MSS merged, then the last one
+    assert _acks(p.b_out) == [(p.ta.conn.snd_nxt + len(data)) & 0xFFFFFFFF]
+    assert p.drain_server() == data
+
+
+@pytest.mark.parametrize(("case", "kw", "merged"), [
+    ("a new timestamp starts a new run", {"ts_change_at": 6}, (6 - 2) + (14 - 2)),
+    ("PSH ends a run", {"psh_at": 9}, (10 - 2) + (10 - 2)),
+    # 0-3 | 5-7 (beyond the gap: merged too, as GRO does per flow) | 4 | 8-9
+    ("a gap ends a run", {"order": [0, 1, 2, 3, 5, 6, 7, 4, 8, 9]}, 2 + 1),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_gro_merges_only_what_linux_gro_would(case: str, kw: dict[str, object], merged: int) -> None:
+    p = _pair()
+    p.ifb.rx_batched = True
+    count = 10 if "order" in kw else 20
+    data, frames = _gro_frames(p, count, **kw)  # type: ignore[arg-type]
+    for f in frames:
+        p.b.ip.input_frame(p.ifb, f)
+    p.b.ip.drain_end()
+    p.sched.run_until(p.sched.now + 100 * MS)
+    assert p.b.tcp.counters.gro_merged == merged
+    assert p.drain_server() == data
+    assert _acks(p.b_out)[-1] == (p.ta.conn.snd_nxt + len(data)) & 0xFFFFFFFF
+
+
+def test_the_batch_is_also_flushed_every_rx_batch_bytes() -> None:
+    p = _pair()
+    p.ifb.rx_batched = True
+    mss = p.ta.conn.snd_mss
+    p.b.tcp.rx_batch_bytes = 4 * mss
+    for i in range(9):
+        p.b.ip.input_frame(p.ifb, p.a_frame(i * mss, bytes(mss), partial_csum=False))
+    base = p.ta.conn.snd_nxt
+    assert _acks(p.b_out) == [(base + 4 * mss) & 0xFFFFFFFF, (base + 8 * mss) & 0xFFFFFFFF]
+
+
 # -- send: TSO -----------------------------------------------------------------------------------------
 
 

@@ -322,3 +322,62 @@ def test_r_trm_05_terminate_from_inside_a_receive_post_call() -> None:
 
     tcp_chars.tcp_offload_receive_handler = receive_then_terminate  # type: ignore[assignment]
     assert violation(lambda: r.post(c, "receive")) == "R-TRM-05"
+
+
+def _update_keepalive(r: Rig, c: Conn, on: bool, status: int = NdisStatus.SUCCESS) -> None:
+    """NdisUpdateOffload of the connection's CACHED state with keepalive switched on/off, completed with `status`."""
+    cached = dataclasses.replace(c.cached)
+    cached.flags = int(TcpCachedFlags.KEEP_ALIVE_ENABLED) if on else int(TcpCachedFlags.NAGLING_ENABLED)
+    r.ndis.update_offload(r.binding, ProtocolOffloadBlockList(T.TcpOffloadCachedState, c.th, [cached]))
+    mbl = r.target.pop("update")
+    mbl.status = status
+    r.ndis.m_update_offload_complete(r.adapter, mbl)
+
+
+def _running_keepalive() -> object:
+    ka = TcpOffloadStateDelegated().keep_alive
+    ka.timeout_delta = 100
+    return ka
+
+
+def test_keepalive_switched_on_by_an_update_may_run_at_terminate() -> None:
+    r = Rig()
+    c = Conn()
+    c.cached.flags = int(TcpCachedFlags.NAGLING_ENABLED)
+    r.offload(c)
+    _update_keepalive(r, c, on=True)
+    r.terminate(c, list(c.send_data), keep_alive=_running_keepalive())
+    assert r.rule_ids() == []
+
+
+def test_r_trm_25_keepalive_switched_off_by_an_update_but_its_timer_reported() -> None:
+    r = Rig()
+    c = Conn()
+    c.cached.flags = int(TcpCachedFlags.KEEP_ALIVE_ENABLED)
+    r.offload(c)
+    _update_keepalive(r, c, on=False)
+    mbl = r.start_terminate(c)
+    assert violation(lambda: r.finish_terminate(c, mbl, list(c.send_data), keep_alive=_running_keepalive())) == "R-TRM-25"
+
+
+def test_after_a_failed_update_the_keepalive_timer_is_not_judged() -> None:
+    """A node the target failed to update leaves its CACHED variables unknown (the host terminates it)."""
+    r = Rig()
+    c = Conn()
+    c.cached.flags = int(TcpCachedFlags.NAGLING_ENABLED)
+    r.offload(c)
+    _update_keepalive(r, c, on=True, status=NdisStatus.FAILURE)
+    r.terminate(c, list(c.send_data), keep_alive=_running_keepalive())
+    assert r.rule_ids() == []
+
+
+def test_failed_terminate_node_returns_no_state_to_check() -> None:
+    """R-TRM-08: FAILURE means the state was lost; the delegated structure is not read (TsTime, timers)."""
+    r = Rig()
+    c = r.offload(Conn(ts_time=0x100))
+    r.target.send_complete([r.target.ack(n) for n in c.send_data])
+    mbl = r.start_terminate(c)
+    mbl.status = NdisStatus.FAILURE  # the host's blank delegated structure stays as it was (TsTime 0)
+    r.ndis.m_terminate_offload_complete(r.adapter, mbl)
+    assert r.rule_ids() == []
+    assert r.host.state_completions[-1][1].status == NdisStatus.FAILURE

@@ -17,7 +17,6 @@ from test_core_doubles import (
     ref_of,
 )
 
-from chimney.host.chimney import HostChimneyChecks
 from chimney.ndis.blocklist import (
     MiniportOffloadBlockList,
     NdisOffloadHandle,
@@ -30,8 +29,22 @@ from chimney.ndis.blocklist import (
 from chimney.ndis.buffers import NblInfo
 from chimney.ndis.checks_chimney import ChimneyChecks
 from chimney.ndis.core import Binding, BoundaryChecks, Ndis, NdisUsageError, Op
-from chimney.ndis.offload_state import OffloadStateType, TcpOffloadEventType, TcpOffloadStateDelegated
-from chimney.ndis.oid import OID_TCP_CONNECTION_OFFLOAD_PARAMETERS, OID_TCP_TASK_OFFLOAD, NdisOidRequest
+from chimney.ndis.offload_state import (
+    IndicateOffloadEvent,
+    NeighborOffloadStateCached,
+    NeighborOffloadStateConst,
+    NeighborOffloadStateDelegated,
+    OffloadStateType,
+    TcpOffloadEventType,
+    TcpOffloadStateDelegated,
+)
+from chimney.ndis.oid import (
+    OID_PNP_SET_POWER,
+    OID_TCP_CONNECTION_OFFLOAD_PARAMETERS,
+    OID_TCP_TASK_OFFLOAD,
+    NdisDevicePowerState,
+    NdisOidRequest,
+)
 from chimney.ndis.status import NdisStatus
 from chimney.ndis.verifier import Mode, Verifier
 from chimney.sim.scheduler import SimScheduler
@@ -155,10 +168,10 @@ def test_a_target_handing_back_an_nbl_it_never_held_is_reported() -> None:
     assert "R-NBL-02" in [v.rule_id for v in s.verifier.violations]
 
 
-@pytest.mark.parametrize("shim", [HostChimneyChecks, ChimneyChecks], ids=["host-shim", "chimney-checks"])
-def test_core_chain_handling_is_idempotent_with_the_old_shims(shim: type[BoundaryChecks]) -> None:
+@pytest.mark.parametrize("checks", [BoundaryChecks, ChimneyChecks], ids=["crossing-checks", "chimney-checks"])
+def test_core_chain_handling_is_the_same_with_the_crossing_or_the_full_checks(checks: type[BoundaryChecks]) -> None:
     s = Stack(0)
-    s.ndis = Ndis(s.sched, Verifier(Mode.STRICT), checks=shim)
+    s.ndis = Ndis(s.sched, Verifier(Mode.STRICT), checks=checks)
     s.mp = type(s.mp)("nic2")
     s.adapter = s.ndis.add_adapter(s.mp, "nic1")
     s.binding = s.ndis.bind(s.proto, s.adapter)
@@ -304,6 +317,20 @@ class Recorder(BoundaryChecks):
     def status_indication(self, adapter: Any, status: int) -> None:
         self.log.append(f"status {status:#x}")
 
+    def offload_event_enter(self, adapter: Any, mbl: Any, code: int) -> Any:
+        self.log.append(f"offload event {code}")
+        return "OEV"
+
+    def offload_event_exit(self, adapter: Any, token: Any, completed: bool) -> None:
+        self.log.append(f"offload event done {token} completed={completed}")
+
+    def oid_enter(self, binding: Binding, request: Any) -> Any:
+        self.log.append(f"oid {request.oid:#x}")
+        return "OID"
+
+    def oid_exit(self, binding: Binding, request: Any, token: Any, status: int | None) -> None:
+        self.log.append(f"oid done {token} {status}")
+
 
 def recorder_stack() -> tuple[Stack, Recorder]:
     s = Stack(0)
@@ -362,6 +389,45 @@ def test_hooks_bracket_chimney_io_indications_events_and_see_status_indications(
         "event done EVT",
         f"status {int(S.OFFLOAD_PAUSE):#x}",
     ]
+
+
+def test_hooks_bracket_offload_event_indications_and_oid_requests_raised_or_not() -> None:
+    s, chk = recorder_stack()
+    offloaded(s, Conn())
+    chk.log.clear()
+    s.ndis.m_offload_event_indicate(s.adapter, _reachability_query(), IndicateOffloadEvent.NeighborReachabilityQuery)
+    req = NdisOidRequest.set(OID_PNP_SET_POWER, NdisDevicePowerState.D0)
+    status = s.ndis.oid_request(s.binding, req)
+    s.mp.oid_request = _raise  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        s.ndis.oid_request(s.binding, NdisOidRequest.set(OID_PNP_SET_POWER, NdisDevicePowerState.D0))
+    client = s.binding.dh.client_generic
+    assert client is not None
+    client.indicate_offload_event_handler = _raise
+    with pytest.raises(RuntimeError):
+        s.ndis.m_offload_event_indicate(s.adapter, _reachability_query(), IndicateOffloadEvent.NeighborReachabilityQuery)
+    code = int(IndicateOffloadEvent.NeighborReachabilityQuery)
+    assert chk.log == [
+        f"offload event {code}",
+        "offload event done OEV completed=True",
+        f"oid {OID_PNP_SET_POWER:#x}",
+        f"oid done OID {int(status)}",
+        f"oid {OID_PNP_SET_POWER:#x}",
+        "oid done OID None",
+        f"offload event {code}",
+        "offload event done OEV completed=False",
+    ]
+
+
+def _raise(*args: Any) -> Any:
+    raise RuntimeError("handler failed")
+
+
+def _reachability_query() -> MiniportOffloadBlockList:
+    state = [NeighborOffloadStateConst(), NeighborOffloadStateCached(), NeighborOffloadStateDelegated()]
+    mbl = MiniportOffloadBlockList(T.NeighborOffloadState, None, None, state)
+    mbl.status = S.SUCCESS
+    return mbl
 
 
 def test_hooks_see_ndis_failing_a_tree_itself_inline_when_no_chimney_is_below() -> None:
@@ -461,8 +527,8 @@ def test_ten_thousand_sibling_tcp_nodes_convert_both_ways_without_recursion() ->
     assert [p.offload_handle for p in iter_tree(back)] == handles
 
 
-def test_r_im_13_a_tree_ndis_fails_itself_leaves_no_shim_stamp_on_the_chain() -> None:
-    ndis = Ndis(SimScheduler(1), Verifier(Mode.STRICT), checks=HostChimneyChecks)
+def test_r_im_13_a_tree_ndis_fails_itself_leaves_no_stamp_on_the_chain() -> None:
+    ndis = Ndis(SimScheduler(1), Verifier(Mode.STRICT))
     nic = ndis.add_adapter(RecordingMiniport("nic"), "nic0")
     vm = ndis.add_im(PassThroughIm("im0", chimney=False), nic, "im0-vm")
     proto = RecordingProtocol("tcpip")

@@ -303,3 +303,18 @@ def test_miniport_completes_asynchronously_through_the_scheduler_via_its_handler
     s.sched.run_until()
     assert s.proto.send_completed == [n] and s.sched.now == 5_000
     assert s.mp.handlers.ndis_tcp_offload_send_complete == s.ndis.tcp_offload_send_complete
+
+
+def test_ndis_without_checks_runs_the_full_chimney_verifier_and_lighter_checks_are_a_choice() -> None:
+    """The contract verifier is on in every test: `Ndis(...)` alone gets ChimneyChecks; a benchmark can ask
+    for the crossing checks only (`checks=BoundaryChecks`); with the verifier off there is no checks object."""
+    import chimney.ndis.core as core
+    from chimney.ndis.checks_chimney import ChimneyChecks
+    from chimney.ndis.verifier import Verifier
+    from chimney.sim.scheduler import SimScheduler
+
+    assert type(core.Ndis(SimScheduler(1))._chk) is ChimneyChecks
+    assert type(core.Ndis(SimScheduler(1), Verifier(Mode.RECORD))._chk) is ChimneyChecks
+    assert type(core.Ndis(SimScheduler(1), checks=core.BoundaryChecks)._chk) is core.BoundaryChecks
+    assert core.Ndis(SimScheduler(1), Verifier(Mode.OFF))._chk is None
+    assert core.default_checks() is ChimneyChecks

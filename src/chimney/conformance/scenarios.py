@@ -537,9 +537,9 @@ class Scenario:
         return (self.run.__doc__ or "").strip().splitlines()[0]
 
 
-# After Scenario and Bench exist: scenarios_ops imports them (the package imports this module first).
-from chimney.conformance.scenarios_ops import OPS_SCENARIOS  # noqa: E402
+# After Scenario and Bench exist: scenarios_data / scenarios_ops import them (the package imports this first).
 from chimney.conformance.scenarios_data import DATA_SCENARIOS  # noqa: E402
+from chimney.conformance.scenarios_ops import OPS_SCENARIOS  # noqa: E402
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("offload-established", offload_established),

@@ -1,7 +1,10 @@
-"""Conformance scenarios for the data path: posted receives (push / non-push / pre-filled / zero-byte, push
-timer), the delivery algorithm under re-entry, disconnects with sends outstanding, forwarding, the
-non-standard receive cases of §4.15-4.16 (SYN, RST, ARP/ICMP, IP options, VLAN, corrupted headers, SACK),
-buffered and retransmit data at offload, Nagle, invalidation and pending ACKs at terminate.
+"""Conformance scenarios for the data path (RECV, DISC, FWD, RX, SEC, VLAN, RFC rules and the wire-visible OFF /
+SEND / TRM ones) and `DataProbe`, the hooks through which they watch a target and feed it frames.
+
+Covered situations: posted receives (push / non-push / pre-filled / zero-byte, push timer), the delivery
+algorithm under re-entry, disconnects with sends outstanding, forwarding, the non-standard receive cases of
+§4.15-4.16 (SYN, RST, URG, ARP/ICMP, IP options, VLAN, corrupted headers, SACK), buffered and retransmit
+data at offload, Nagle, invalidation and pending ACKs at terminate.
 
 Each scenario watches the target through a `DataProbe`: the host binding's chimney handlers (completions,
 indications, events), the normal receive path, host A's wire in both directions, and a hook on the frames
@@ -29,13 +32,14 @@ from chimney.ndis.offload_state import (
     TcpOffloadEventType,
     TcpOffloadStateCached,
     TcpOffloadStateDelegated,
+    TcpUploadReason,
 )
 from chimney.ndis.status import NdisStatus
 from chimney.ndis.status import name as _sname
 from chimney.net.checksum import checksum
 from chimney.net.frame import encode_arp_frame, encode_ipv4_frame, encode_tcp_frame, parse_frame
 from chimney.net.icmp import build_icmp_echo, build_icmp_frag_needed
-from chimney.net.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
+from chimney.net.tcp import ACK, FIN, PSH, RST, SYN, URG, TcpOptions, TcpSegment
 from chimney.sim.scheduler import NS_PER_MS, NS_PER_S
 from chimney.sim.tasks import spawn
 
@@ -75,6 +79,7 @@ class WireSeg:
     vlan_prio: int | None
     sport: int
     dport: int
+    host: bool = False  # sent by the host stack through MiniportSendNetBufferLists, not by the target
 
 
 @dataclass
@@ -195,6 +200,17 @@ class DataProbe:
             return orig_norm(adapter, nbl, *rest)
 
         ndis.m_indicate_receive_net_buffer_lists = normal
+        self._host_tx: dict[bytes, int] = {}
+        orig_send = ndis.send_net_buffer_lists
+
+        def host_send(binding: Any, nbl: NetBufferList, *rest: Any) -> Any:
+            for n in _chain(nbl):
+                for nb in n.net_buffers():
+                    fr = nb.copy_data()
+                    self._host_tx[fr] = self._host_tx.get(fr, 0) + 1
+            return orig_send(binding, nbl, *rest)
+
+        ndis.send_net_buffer_lists = host_send
         gen = ndis.adapters[0].dh.provider_generic
         orig_init = gen.initiate_offload_handler
 
@@ -368,10 +384,19 @@ class DataProbe:
         if seg is None:
             return
         out = direction == "tx"
+        host = False
         if not out:
             self.last_b = seg
+        else:
+            k = self._host_tx.get(bytes(frame), 0)
+            if k:
+                host = True
+                if k == 1:
+                    del self._host_tx[bytes(frame)]
+                else:
+                    self._host_tx[bytes(frame)] = k - 1
         self.wire.append(WireSeg(self.b.sched.now, out, seg.seq, seg.ack, len(seg.payload), seg.flags,
-                                 f.vlan_id, f.vlan_prio, seg.src_port, seg.dst_port))  # type: ignore[union-attr]
+                                 f.vlan_id, f.vlan_prio, seg.src_port, seg.dst_port, host))  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ actions
 
@@ -588,7 +613,7 @@ def _b_tcb(b: Bench, port: int) -> Any:
 
 
 def _inject(b: Bench, p: DataProbe, tcb: Tcb, *, seq: int, flags: int, payload: bytes = b"", ack: int | None = None,
-            options: TcpOptions | None = None) -> None:
+            options: TcpOptions | None = None, urg_ptr: int = 0) -> None:
     """A segment 'from B' (B's addresses and timestamps) handed straight to the target's port."""
     tb = _b_tcb(b, tcb.local_port)
     last = p.last_b
@@ -597,7 +622,7 @@ def _inject(b: Bench, p: DataProbe, tcb: Tcb, *, seq: int, flags: int, payload: 
         opts = TcpOptions(ts_val=last.options.ts_val, ts_ecr=last.options.ts_ecr)
     a_if = next(iter(b.p.host_a.ip.interfaces.values()), None)
     seg = TcpSegment(tcb.remote_port, tcb.local_port, seq & MASK, (tb.conn.rcv_nxt if ack is None else ack) & MASK,
-                     flags, 0xFFFF, payload, opts)
+                     flags, 0xFFFF, payload, opts, urg_ptr)
     frame = encode_tcp_frame(seg, eth_src=b.p.link.b.mac, eth_dst=b.p.link.a.mac, ip_src=tcb.remote, ip_dst=tcb.local,
                              vlan_id=getattr(a_if, "vlan_id", 0) or 0)
     p.deliver(frame)
@@ -947,8 +972,7 @@ def disconnect_abortive(b: Bench, quick: bool) -> None:
             f"{sorted({_sname(r.status or 0) for r in bad})}, want REQUEST_ABORTED", disc.nbl)
     v.check(disc.status == NdisStatus.SUCCESS, "R-DISC-12",
             f"an abortive disconnect completed with {_sname(disc.status or 0)}", disc.nbl)
-    # Only what went out before the held frames came in: later RSTs may be the host's answers to them.
-    rst = [s for s in p.sent(t0) if s.flags & RST and s.t < state.get("at", 0)]
+    rst = [s for s in p.sent(t0) if s.flags & RST and not s.host]  # the host answers stray segments with RSTs
     v.check(disc.status != NdisStatus.SUCCESS or bool(rst), "R-DISC-06",
             "the abortive disconnect completed SUCCESS but no RST went on the wire", disc.nbl)
     acked_after = p.acked_upto(state.get("at", b.sched.now))
@@ -964,10 +988,6 @@ def disconnect_abortive(b: Bench, quick: bool) -> None:
             "the terminate after an abortive disconnect did not complete with SUCCESS: the connection's resources "
             "were let go before the host terminated it", tcb)
     _close(b, sa, sb)
-
-
-def _b_frame_count(p: DataProbe, since: int) -> int:
-    return sum(1 for s in p.wire if not s.out and s.t >= since)
 
 
 def rx_special(b: Bench, quick: bool) -> None:
@@ -1230,10 +1250,6 @@ def vlan_tagged(b: Bench, quick: bool) -> None:
     _close(b, sa, sb)
 
 
-def _is_a_data(frame: bytes) -> bool:
-    return _is_data(frame)
-
-
 def offload_data(b: Bench, quick: bool) -> None:
     """Data in flight at offload: received bytes the application has not read come as BufferedData and
     are delivered before anything received later (R-OFF-15); sent bytes between SndNxt and SndMax (after
@@ -1247,7 +1263,7 @@ def offload_data(b: Bench, quick: bool) -> None:
     _b_send(b, sb, early)
     b.run(5)  # A's application does not read: the bytes wait in the host
     # Host A's data lost on the wire until its retransmission timer rewinds SndNxt below SndMax.
-    p.drop_to_b = _is_a_data
+    p.drop_to_b = _is_data
     first = pattern(32_768, 57)[:20_000]
     with contextlib.suppress(BlockingIOError):
         sa.send(first)
@@ -1310,12 +1326,15 @@ def send_path(b: Bench, quick: bool) -> None:
     sa, sb, tcb = _pair(b)
     ini = p.initiated[-1] if p.initiated else None
     nagle = ini is not None and ini.cached is not None and bool(ini.cached.flags & TcpCachedFlags.NAGLING_ENABLED)
-    # --- Nagle: small writes in quick succession.
+    # --- Nagle: small NdisOffloadTcpSend requests in quick succession (the host's socket layer would coalesce
+    # small writes itself, so the probe posts them).
+    cp = b.p.manager.paths.get(tcb)
     t = b.sched.now
-    for _ in range(30):
-        with contextlib.suppress(BlockingIOError):
-            sa.send(b"n" * 100)
-        b.run(0.05)
+    for _ in range(12 if cp is not None else 0):
+        nbl = NetBufferList(NetBuffer(Mdl(bytearray(b"n" * 100)), 0, 100), b.p.binding.name)
+        p.own.add(id(nbl))
+        p.ndis.offload_tcp_send(cp.handle, nbl)  # type: ignore[union-attr]
+        b.run(0.02)
     b.run(300)
     if nagle:
         outstanding: list[int] = []
@@ -1382,6 +1401,47 @@ def send_path(b: Bench, quick: bool) -> None:
     _close(b, sa, sb)
 
 
+def rx_urgent(b: Bench, quick: bool) -> None:
+    """An URG segment with a valid sequence and ACK: TcpIndicateRetrieve(ReceivedUrgentData), the urgent
+    data not acknowledged nor delivered through the chimney, and after the terminate the held segment is
+    indicated through the non-offload path (R-RX-07); an URG segment outside the window is dropped and the
+    connection carries on."""
+    p = DataProbe.of(b)
+    v = b.verifier
+    sa, sb, tcb = _pair(b)
+    c = _Ctx(b, p, sa, sb, tcb)
+    c.send(pattern(512, 65)[:300])
+    b.run(5)
+    # --- invalid: far outside the window; dropped, no retrieve.
+    t = b.sched.now
+    rcv = _rcv_nxt(b, tcb)
+    _inject(b, p, tcb, seq=rcv + (1 << 30), flags=ACK | URG | PSH, payload=b"u" * 10, urg_ptr=10)
+    b.run(3)
+    v.check(not p.events_of(_RETRIEVE, t) and tcb.path.kind != "host", "R-RX-07",
+            "an URG segment outside the receive window was not dropped: the connection was handed back", tcb)
+    before = len(p.stream)
+    chunk = pattern(512, 67)[:200]
+    c.send(chunk)
+    b.run(3)
+    v.check(bytes(p.stream[before:]) == chunk, "R-RX-07", "the connection stopped after an invalid URG segment", tcb)
+    # --- valid URG at RcvNxt.
+    t = b.sched.now
+    rcv = _rcv_nxt(b, tcb)
+    before = len(p.stream)
+    _inject(b, p, tcb, seq=rcv, flags=ACK | URG | PSH, payload=b"U" * 10, urg_ptr=10)
+    b.run(3)
+    ev = [e for e in p.events_of(_RETRIEVE, t) if e[2] == int(TcpUploadReason.ReceivedUrgentData)]
+    acked = [s for s in p.sent(t) if s.flags & ACK and not s.host and _seq_lt(rcv, s.ack)]
+    v.check(bool(ev), "R-RX-07", "a valid URG segment did not bring TcpIndicateRetrieve(ReceivedUrgentData)", tcb)
+    v.check(not acked and len(p.stream) == before, "R-RX-07", f"the target acknowledged ({len(acked)} ACKs past "
+            f"RcvNxt) or delivered ({len(p.stream) - before} bytes) urgent data", tcb)
+    b.until(lambda: tcb.path.kind == "host", 5, "the host to take the connection back")
+    urg = p.normal_frames(t, lambda f: f.tcp is not None and bool(f.tcp.flags & URG))
+    v.check(urg >= 1, "R-RX-07", "the held URG segment was not indicated through the non-offload path after the "
+            "terminate", tcb)
+    _close(b, sa, sb)
+
+
 DATA_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("recv-push-modes", recv_push_modes, DATA_WIRE),
     Scenario("recv-reentrant", recv_reentrant, DATA_WIRE),
@@ -1392,4 +1452,5 @@ DATA_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("vlan-tagged", vlan_tagged, DATA_WIRE),
     Scenario("offload-data-in-flight", offload_data, DATA_WIRE),
     Scenario("send-path", send_path, DATA_WIRE),
+    Scenario("rx-urgent", rx_urgent, DATA_WIRE),
 )

@@ -430,8 +430,16 @@ class ChimneyPath(TcbPath):
         conn = self.tcb.conn
         conn.cfg = conn.cfg.replace(**changes)
         self.cfg_changes.update(changes)
+        m = self.manager
+        why = m.policy.uncarried(conn.cfg, conn.peer_mss)
+        if why is not None:
+            # No chimney field carries it (e.g. TCP_LINGER2): the host engine must run the connection.
+            m.declined[self.tcb] = why
+            m.stats["uploads_uncarried"] += 1
+            m.upload(self.tcb, reason="uncarried")  # while being offloaded: once that completed (_start_io)
+            return
         if set(changes) & CACHED_OPTIONS:
-            self.manager.update_tcp(self.tcb, changes)
+            m.update_tcp(self.tcb, changes)
 
     def want_send_space(self) -> None:
         self.want_space = True
@@ -537,6 +545,9 @@ class ChimneyPath(TcbPath):
     def _start_io(self) -> None:
         """After the initiate completion returned: forward, then the sends the user made meanwhile."""
         if self.phase is not Phase.OFFLOADED:
+            return
+        if self.tcb in self.manager.declined:  # a setting no chimney field carries came meanwhile
+            self.manager.upload(self.tcb, reason="uncarried")
             return
         self._forward_held()
         held, self.held_sends = self.held_sends, []
@@ -671,7 +682,10 @@ class OffloadManager:
     user has not asked for (indications are refused except inside recv(), which re-enables them with a
     zero-byte receive and takes what it asked for), so unread data stays at the target and closes its
     window exactly as unread data closes the host engine's (the packetdrill window scripts); the peer's
-    FIN is then learnt (TcpIndicateDisconnect) only once that data is read."""
+    FIN is then learnt (TcpIndicateDisconnect) only once that data is read (R-EVT-01). Not the default:
+    every recv() then costs a refused indication plus a zero-byte receive (about 1.5x the chimney
+    crossings of a bulk transfer), and a FIN behind unread data reaches the socket late (no early
+    POLLRDHUP, and a TIME_WAIT upload can overtake it); `chimney.packetdrill` turns it on."""
 
     path_class: type[ChimneyPath] = ChimneyPath  # the TcbPath of offloaded connections (test doubles override)
 
@@ -724,7 +738,7 @@ class OffloadManager:
                 "queries", "query_failed", "icmp_pmtu_kept", "neighbor_mac_updates", "pmtu_updates",
                 "pmtu_increases", "neighbor_failures", "neighbor_removals", "retrieves_half_closed",
                 "status_pause", "status_resume", "status_upload_all", "media_disconnects", "power_transitions",
-                "declined_uncarried",
+                "declined_uncarried", "uploads_uncarried",
             ),
             0,
         )
@@ -953,6 +967,7 @@ class OffloadManager:
                     del self.declined[t]
             self.declined[tcb] = why
             return None
+        self.declined.pop(tcb, None)
         if tcb.iface is not self.binding.iface:
             return None
         n = tcb.neighbor

@@ -9,6 +9,8 @@ header vouches for it (NEEDS_CSUM / DATA_VALID, interface `rx_csum_offload`) and
 longer than the MTU when the interface has `rx_gso`; anything else is verified or dropped and counted
 in `drops` (reasons `vnet_*`). Batching: a port that reports the end of each receive drain
 (`set_drain_end`) lets `drain_listeners` (the TCP transport) send one ACK per drain, not one per frame.
+A plain TAP that sums slabs of frames at once (`set_csum_receiver`) delivers through
+`input_frame_csum(iface, frame, csum)`: the TCP checksum is checked against that complete sum.
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ Syscall -> method (for a packetdrill-style runner; errors are `OSError.errno`):
     shutdown(how)       shutdown(SHUT_RD|WR|RDWR)  close()          close()
     setsockopt          setsockopt(level, opt, v)  getsockopt       getsockopt(level, opt) (SO_ERROR clears)
     fcntl O_NONBLOCK    setblocking(False)         poll()           poll(events) -> revents (Linux tcp_poll)
-Differences from Linux (unless TcpConfig.linux_sockopts, as in linux_profile()): SO_RCVBUF/SO_SNDBUF are
-not doubled; TCP_MAXSEG reads our MSS before a connection exists. SO_LINGER only distinguishes {1, 0}
-(reset on close) from the default; TCP_MAXSEG bounds the MSS we advertise (and send with, if
-snd_mss_clamp). With nodelay_pushes, setting TCP_NODELAY sends what Nagle held at once (Linux
+Differences from Linux (unless TcpConfig.linux_sockopts, e.g. linux_profile(linux_sockopts=True)):
+SO_RCVBUF/SO_SNDBUF are not doubled; TCP_MAXSEG reads our MSS before a connection exists. SO_LINGER only
+distinguishes {1, 0} (reset on close) from the default; TCP_MAXSEG bounds the MSS we advertise (and send
+with, if snd_mss_clamp). With nodelay_pushes, setting TCP_NODELAY sends what Nagle held at once (Linux
 tcp_push_pending_frames).
 """
 
@@ -56,6 +56,7 @@ TCP_KEEPIDLE = 4
 TCP_KEEPINTVL = 5
 TCP_KEEPCNT = 6
 TCP_USER_TIMEOUT = 18
+TCP_LINGER2 = 8  # FIN_WAIT_2 timeout of this socket, seconds (0: the system's tcp_fin_timeout)
 SHUT_RD = 0
 SHUT_WR = 1
 SHUT_RDWR = 2
@@ -112,6 +113,27 @@ def _fmt(ip: bytes) -> str:
 class Socket:
     """A TCP socket on a `TcpTransport`. Blocking by default (`settimeout(None)`); `setblocking(False)`
     makes calls raise `BlockingIOError` instead of waiting. The `a*` coroutines always wait."""
+
+    # One per connection end: slots keep an idle socket at ~150 B (an instance dict costs ~65 B more).
+    # A new attribute needs its name here.
+    __slots__ = (
+        "_bound",
+        "_cfg_changes",
+        "_closed",
+        "_err_reported",
+        "_linger",
+        "_listener",
+        "_maxseg",
+        "_reuseaddr",
+        "_shut_rd",
+        "_shut_wr",
+        "_tcb",
+        "_timeout",
+        "_version",
+        "_waiters",
+        "scheduler",
+        "transport",
+    )
 
     def __init__(self, transport: TcpTransport) -> None:
         self.transport = transport
@@ -526,6 +548,10 @@ class Socket:
             changes = {"keepalive_interval_ns": _positive(value) * NS_PER_S}
         elif level == IPPROTO_TCP and option == TCP_KEEPCNT:
             changes = {"keepalive_count": _positive(value)}
+        elif level == IPPROTO_TCP and option == TCP_LINGER2:
+            if value < 0:  # Linux: orphaned FIN_WAIT_2 sockets close at once; not modelled
+                raise oserror(errno.EINVAL, "negative TCP_LINGER2 is not supported")
+            changes = {"fin_wait2_timeout_ns": int(value) * NS_PER_S or self.transport.config.fin_wait2_timeout_ns}
         elif level == IPPROTO_TCP and option == TCP_USER_TIMEOUT:
             if value < 0:
                 raise oserror(errno.EINVAL, "negative user timeout")
@@ -594,6 +620,7 @@ class Socket:
             (IPPROTO_TCP, TCP_KEEPINTVL): cfg.keepalive_interval_ns // NS_PER_S,
             (IPPROTO_TCP, TCP_KEEPCNT): cfg.keepalive_count,
             (IPPROTO_TCP, TCP_USER_TIMEOUT): cfg.user_timeout_ns // NS_PER_MS,
+            (IPPROTO_TCP, TCP_LINGER2): cfg.fin_wait2_timeout_ns // NS_PER_S,
             (SOL_SOCKET, SO_RCVBUF): cfg.rcv_buf,
             (SOL_SOCKET, SO_SNDBUF): cfg.snd_buf,
         }
@@ -776,6 +803,7 @@ __all__ = [
     "TCP_KEEPCNT",
     "TCP_KEEPIDLE",
     "TCP_KEEPINTVL",
+    "TCP_LINGER2",
     "TCP_MAXSEG",
     "TCP_NODELAY",
     "TCP_USER_TIMEOUT",

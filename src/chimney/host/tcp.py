@@ -14,6 +14,12 @@ Swapping a connection's I/O (the "logical switch" of contract §1.2):
 Any `TcbPath` implementation reports the engine's events with `tcb.deliver(events)`; segments the
 host's demux still receives for the TCB arrive at `path.input(seg, frame)` (the non-offload path).
 TIME-WAIT stays with the host (R-TMR-03): a TCB is in the demux table until its engine says Closed.
+
+Offloads (interfaces with `rx_batched` / `tso_max`, e.g. a TAP): segments of one receive drain are
+held per connection, in-order runs merged as Linux GRO would (`gro_merged`), and the engine's output
+is sent at the drain end (`drain_end`, or every `rx_batch` segments / `rx_batch_bytes`) with
+superseded pure ACKs left out (`acks_coalesced`); with `tso` the engine queues up to `tso_max` bytes
+per segment and `_send_tso` hands them to the link with a NEEDS_CSUM + GSO virtio_net_hdr.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from chimney.ndis.offload_state import TcpConnectionState
 from chimney.net.frame import Frame, TcpFrameBuilder
 from chimney.net.icmp import ICMP_DEST_UNREACH
 from chimney.net.icmpv6 import ICMP6_DEST_UNREACH
-from chimney.net.tcp import ACK, RST, SYN, TcpSegment
+from chimney.net.tcp import ACK, PSH, RST, SYN, TcpOptions, TcpSegment
 from chimney.sim.scheduler import NS_PER_S, Timer
 from chimney.tcp import (
     Closed,
@@ -82,6 +88,7 @@ class TransportCounters:
         "active_opens",
         "closed",
         "established",
+        "gro_merged",
         "icmp_errors",
         "passive_opens",
         "pmtu_updates",
@@ -371,21 +378,6 @@ class HostPath(TcbPath):
             tr._confirm_reachability(self.tcb, now)
         self.flush()
 
-    def input_batched(self, seg: TcpSegment) -> None:
-        """`input` during a link's receive drain: output and events wait for `TcpTransport.drain_end`
-        (or every `rx_batch` segments), so a burst of data gets one cumulative ACK, not one per two."""
-        conn = self.conn
-        tr = self.transport
-        now = tr.scheduler.now
-        una = conn.snd_una
-        conn.receive(seg, now)
-        if conn.snd_una != una:
-            tr._confirm_reachability(self.tcb, now)
-        tr._pending[self] = None
-        tr._pending_segs += 1
-        if tr._pending_segs >= tr.rx_batch:
-            tr.drain_end()
-
     def icmp_error(self, err: IcmpError) -> None:
         conn = self.conn
         tcb = self.tcb
@@ -462,6 +454,25 @@ class HostPath(TcbPath):
             t.cancel()
         self.tcb.timer = None
         self.tcb.timer_when = None
+
+
+def _gro_options_ok(o: TcpOptions | None) -> bool:
+    """Options a held (mergeable) segment may carry: none, or timestamps only."""
+    return o is None or (not o.sack_blocks and o.mss is None and o.wscale is None and not o.unknown)
+
+
+def _gro_follows(prev: TcpSegment, seg: TcpSegment) -> bool:
+    """`seg` continues `prev` exactly as Linux GRO requires: next in sequence, same ACK, window and
+    (timestamp) options, no flag but ACK on `prev` (a PSH or FIN ends a run), PSH at most on `seg`."""
+    if seg.flags & ~PSH != ACK or prev.flags != ACK or not seg.payload or seg.urg_ptr:
+        return False
+    if seg.seq != (prev.seq + len(prev.payload)) & MASK or seg.ack != prev.ack or seg.window != prev.window:
+        return False
+    a = prev.options
+    b = seg.options
+    if a is None or b is None:
+        return a is b
+    return not b.sack_blocks and a.ts_val == b.ts_val and a.ts_ecr == b.ts_ecr and _gro_options_ok(b)
 
 
 def _icmp_errno(err: IcmpError) -> int:
@@ -556,8 +567,11 @@ class TcpTransport:
         # waits for the drain end (at most `rx_batch` segments), ACKs coalesced.
         self.tso = True
         self.rx_batch = 32
+        self.rx_batch_bytes = 1 << 20  # big frames (GSO, jumbo): an ACK at least every MB within one drain
         self._pending: dict[HostPath, None] = {}
         self._pending_segs = 0
+        self._pending_bytes = 0
+        self._gro: dict[HostPath, list[TcpSegment]] = {}
         ip.protocols[IPPROTO_TCP] = self.input
         ip.error_listeners.append(self.icmp_error)
         ip.drain_listeners.append(self.drain_end)
@@ -705,15 +719,30 @@ class TcpTransport:
         if tcb is not None:
             path = tcb.path
             if type(path) is HostPath and iface.rx_batched:
-                # HostPath.input_batched, inlined (per segment).
-                conn = path.conn
-                una = conn.snd_una
-                conn.receive(seg, self.scheduler.now)
-                if conn.snd_una != una:
-                    self._confirm_reachability(tcb, self.scheduler.now)
-                self._pending[path] = None
+                # Receive offload in software (GRO): in-order data of one burst is held and handed to the
+                # engine as at most two segments at the drain end; anything else goes straight in.
                 self._pending_segs += 1
-                if self._pending_segs >= self.rx_batch:
+                self._pending_bytes += len(seg.payload)
+                gro = self._gro
+                held = gro.get(path)
+                if held is not None:
+                    if _gro_follows(held[-1], seg):
+                        held.append(seg)
+                        if self._pending_segs >= self.rx_batch or self._pending_bytes >= self.rx_batch_bytes:
+                            self.drain_end()
+                        return
+                    self._gro_release(path, gro.pop(path))
+                if seg.flags == ACK and seg.payload and _gro_options_ok(seg.options):
+                    gro[path] = [seg]
+                else:
+                    # HostPath.input without its flush (that waits for the drain end).
+                    conn = path.conn
+                    una = conn.snd_una
+                    conn.receive(seg, self.scheduler.now)
+                    if conn.snd_una != una:
+                        self._confirm_reachability(tcb, self.scheduler.now)
+                    self._pending[path] = None
+                if self._pending_segs >= self.rx_batch or self._pending_bytes >= self.rx_batch_bytes:
                     self.drain_end()
             else:
                 path.input(seg, frame)
@@ -731,13 +760,39 @@ class TcpTransport:
 
     def drain_end(self) -> None:
         """The link finished a burst of received frames: send what the batched connections queued."""
+        gro = self._gro
+        if gro:
+            self._gro = {}
+            for path, held in gro.items():
+                self._gro_release(path, held)
         pend = self._pending
         if not pend:
             return
         self._pending = {}
         self._pending_segs = 0
+        self._pending_bytes = 0
         for path in pend:
             path.flush(True)
+
+    def _gro_release(self, path: HostPath, held: list[TcpSegment]) -> None:
+        """Hand held in-order segments to the engine: all but the last merged into one segment, then the
+        last, so the engine counts two segments and acknowledges at once (as Linux does after GRO)."""
+        conn = path.conn
+        now = self.scheduler.now
+        una = conn.snd_una
+        if len(held) > 2:
+            first = held[0]
+            body = b"".join([h.payload for h in held[:-1]])
+            conn.receive(TcpSegment(first.src_port, first.dst_port, first.seq, first.ack, ACK, first.window, body,
+                                    first.options), now)
+            self.counters.gro_merged += len(held) - 2
+            conn.receive(held[-1], now)
+        else:
+            for h in held:
+                conn.receive(h, now)
+        if conn.snd_una != una:
+            self._confirm_reachability(path.tcb, now)
+        self._pending[path] = None
 
     def _coalesce_acks(self, segs: list[TcpSegment]) -> list[TcpSegment]:
         """Drop each pure ACK that a later segment of the same burst acknowledges past (what a GRO

@@ -108,9 +108,11 @@ _write = os.write
 _writev = os.writev
 _readv = os.readv
 _LITTLE = int.from_bytes(b"\x01\x00", "little") == 1
-#: Frames read into one slab (one numpy call sums them all); a fresh slab per batch, because
-#: received payload views (the TCP receive queue) keep their slab alive until the user reads them.
+#: Frames read into one slab (one numpy call sums them all), at most SLAB_BYTES of slots (big-MTU
+#: TAPs get fewer frames per slab); a fresh slab per batch, because received payload views (the TCP
+#: receive queue) keep their slab alive until the user reads them.
 SLAB_FRAMES: Final = 64
+SLAB_BYTES: Final = 256 * 1024
 
 TUN_PATH = "/dev/net/tun"
 NETNS_RUN_DIR = "/run/netns"
@@ -478,7 +480,7 @@ class TapPort(Port):
 
     def set_csum_receiver(self, callback: CsumReceiver | None) -> bool:
         """On the plain fast path, deliver `callback(frame, csum)` instead of `receiver(frame)`: `frame` is a
-        memoryview into a slab of up to SLAB_FRAMES frames read back to back, `csum` the raw one's-complement
+        memoryview into a slab of up to SLAB_FRAMES frames (SLAB_BYTES) read back to back, `csum` the raw one's-complement
         sum of `frame[14:]` mod 0xFFFF (Linux CHECKSUM_COMPLETE), computed for the whole slab in one numpy
         call. Frames taking the general path (vnet header, observers, impairments) still go to the plain
         receiver set before. False (nothing changed) without numpy."""
@@ -746,6 +748,7 @@ class TapPort(Port):
         fd = self.dev.fd
         size = self.dev.read_size
         slot = (size + 1) & ~1
+        per_slab = max(1, min(SLAB_FRAMES, SLAB_BYTES // slot))
         r = self._csum_receiver
         assert r is not None
         gen = self._gen
@@ -757,7 +760,7 @@ class TapPort(Port):
         budget = self.max_drain
         try:
             while budget > 0:
-                want = SLAB_FRAMES if budget > SLAB_FRAMES else budget
+                want = per_slab if budget > per_slab else budget
                 slab = bytearray(want * slot)
                 mv = memoryview(slab)
                 lens: list[int] = []

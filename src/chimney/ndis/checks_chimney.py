@@ -1,7 +1,8 @@
 """ChimneyChecks: the per-offloaded-object phase machine of the contract verifier (contract §5.11) and
 the TREE/OFF/TRM/SEND/IND/EVT/TMR/TS rules checked on it at the NDIS boundary.
 
-Enable with `Ndis(scheduler, verifier, checks=ChimneyChecks)`. Every object NDIS routes an initiate
+The checks every `Ndis(scheduler, verifier)` runs unless `checks=` names another class (core.DEFAULT_CHECKS /
+`default_checks`; `checks=BoundaryChecks` keeps only the crossing checks). Every object NDIS routes an initiate
 for gets an `OffloadedObject` keyed by its MiniportOffloadContext slot (one per binding level, so IM
 stacks are checked at each edge) that walks OFFLOADING -> OFFLOADED (+ flags) -> TERMINATING ->
 TERMINATED (or FAILED). The edges it needs beyond the crossing checks (handler entered/returned for
@@ -634,6 +635,8 @@ class ChimneyChecks(BoundaryChecks):
                 if op is Op.INVALIDATE:
                     self.v.check(not node.state, "R-TREE-17", "invalidate completion carries state structures", node)
                 elif op is Op.UPDATE:
+                    if node.dependent_block_list is not None and node.status == _SUCCESS:
+                        self._relink(node)
                     # The CACHED variables the target runs with from now on (keepalive on/off: R-TRM-25);
                     # after a failed update they are unknown (the host terminates), so R-TRM-25 stops there.
                     cached = _find(node.state, TcpOffloadStateCached)
@@ -649,6 +652,22 @@ class ChimneyChecks(BoundaryChecks):
             (mbl, [(node, node.status, node.net_buffer_list_chain) for node in iter_tree(mbl)])
         )
         return True
+
+    def _relink(self, node: MiniportOffloadBlockList) -> None:
+        """R-UPD-03: the paths below an updated neighbor node now depend on that neighbor (its old one may
+        be terminated without them, R-TRM-04)."""
+        parent = self._obj_of_node(node)
+        if parent is None:
+            return
+        for dep in iter_dependents(node):
+            child = self._obj_of_node(dep)
+            if child is None or child.parent is parent or dep.status != _SUCCESS:
+                continue
+            old = child.parent
+            if old is not None and child in old.children:
+                old.children.remove(child)
+            child.parent = parent
+            parent.children.append(child)
 
     def _obj_of_node(self, node: MiniportOffloadBlockList) -> OffloadedObject | None:
         slot = node.miniport_offload_context

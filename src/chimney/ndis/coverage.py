@@ -132,11 +132,13 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "R-OFF-13": (UNCHECKABLE, "copying BufferedData is internal; ownership of those NBLs is core R-NBL-02", ()),
     "R-OFF-14": (UNCHECKABLE, "buffer allocation failure is internal (FAILURE is indistinguishable from other causes)", ()),
-    "R-OFF-15": (UNCHECKABLE, "needs the received byte stream (payload order), not the NDIS calls", ()),
-    "R-OFF-16": (UNCHECKABLE, _WIRE, ()),
+    "R-OFF-15": (UNCHECKABLE, "needs the received byte stream (payload order), not the NDIS calls" + _VERIFY
+                 + "offload-data-in-flight (BufferedData delivered before later wire data)", ()),
+    "R-OFF-16": (UNCHECKABLE, "BufferedData carries bytes only (no urgent pointer or URG mark travels with it), "
+                 "so urgent bytes inside it are indistinguishable from normal data for target and verifier", ()),
     "R-OFF-17": (UNCHECKABLE, _WIRE, ()),
-    "R-OFF-18": (UNCHECKABLE, _WIRE, ()),
-    "R-OFF-19": (UNCHECKABLE, _WIRE, ()),
+    "R-OFF-18": (UNCHECKABLE, _WIRE + _VERIFY + "offload-data-in-flight (SndNxt..SndMax sent first)", ()),
+    "R-OFF-19": (UNCHECKABLE, _WIRE + _VERIFY + "offload-data-in-flight (then the data beyond SndMax)", ()),
     "R-OFF-20": (
         CHIMNEY,
         "ChimneyChecks._initiate_tcp (SndNxt/SndMax offsets must fall inside NetBufferListChain; the target's "
@@ -235,7 +237,7 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "R-TRM-14": (CHIMNEY, "ChimneyChecks._returned_sends", (f"{_TRM}::test_r_trm_14_send_data_head_set_although_nothing_returned",)),
     "R-TRM-15": (UNCHECKABLE, "which received bytes were acknowledged is only visible on the wire", ()),
     "R-TRM-16": (UNCHECKABLE, "target memory accesses between crossings are invisible; ownership is core R-NBL-02", ()),
-    "R-TRM-17": (UNCHECKABLE, _WIRE + " (pending ACKs) and internal timer state", ()),
+    "R-TRM-17": (UNCHECKABLE, _WIRE + " (pending ACKs) and internal timer state" + _VERIFY + "send-path", ()),
     "R-TRM-18": (UNCHECKABLE, _INTERNAL + " (push/SWS timers); a timer left running shows only as a completion "
                  "or segment after the terminate, which is R-TRM-23 / R-TRM-19", ()),
     "R-TRM-19": (UNCHECKABLE, _WIRE, ()),
@@ -319,8 +321,9 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "R-SEND-12": (UNCHECKABLE, _WIRE, ()),
     "R-SEND-13": (UNCHECKABLE, _WIRE, ()),
     "R-SEND-14": (CHIMNEY, "ChimneyChecks._send_done", (f"{_SEND}::test_r_send_14_chimney_send_completed_with_paused",)),
-    "R-SEND-15": (UNCHECKABLE, _WIRE + " (a completion may cover data sent before the invalidation)", ()),
-    "R-SEND-16": (UNCHECKABLE, _WIRE, ()),
+    "R-SEND-15": (UNCHECKABLE, _WIRE + " (a completion may cover data sent before the invalidation)" + _VERIFY
+                  + "send-path", ()),
+    "R-SEND-16": (UNCHECKABLE, _WIRE + _VERIFY + "send-path (small sends held while data is unacknowledged)", ()),
     "R-SEND-17": (UNCHECKABLE, _WIRE, ()),
     # ---------------------------------------------------------------- IND
     "R-IND-01": (CHIMNEY, "ChimneyChecks.indication", (f"{_IND}::test_r_ind_01_indication_while_a_receive_request_is_posted",)),

@@ -72,9 +72,10 @@ def adapter_parameters(cfg: TcpConfig) -> Any:
 
 
 def profile_config(name: str) -> TcpConfig:
-    """`rfc`: our RFC defaults (`TcpConfig()`); `linux`: `linux_profile()`."""
+    """`rfc`: our RFC defaults (`TcpConfig()`); `linux`: `linux_profile()` with Linux's socket option
+    semantics too (SO_RCVBUF/SO_SNDBUF doubled, TCP_MAXSEG limits), as scripts written for Linux assume."""
     if name == "linux":
-        return linux_profile()
+        return linux_profile(linux_sockopts=True)
     if name == "rfc":
         return TcpConfig()
     raise ValueError(f"unknown profile {name!r} (want one of {', '.join(PROFILES)})")
@@ -333,6 +334,7 @@ class OffloadMode:
     def __init__(self) -> None:
         self.markers_only = False
         self.tried: set[object] = set()
+        self.reported: set[object] = set()  # connections whose "stayed on host" reason is in the result
 
     def available(self) -> str | None:
         import importlib.util
@@ -343,6 +345,7 @@ class OffloadMode:
         return None
 
     def after_event(self, h: Harness) -> None:
+        self._report_kept(h)
         if self.markers_only:
             return
         for tcb in h.stack.tcp.connections():
@@ -361,14 +364,20 @@ class OffloadMode:
             raise OffloadError(f"chimney_offload: the connection was not offloaded ({sock.tcb!r})"
                                + (f": {why}" if why else ""))
 
+    def _report_kept(self, h: Harness) -> None:
+        """Connections the host kept (or took back) because the chimney cannot carry a setting."""
+        for tcb, why in h.manager.declined.items():
+            if tcb not in self.reported:
+                self.reported.add(tcb)
+                h.stayed_on_host.append(why)
+                h.notes.append(f"stayed on host: {why}")
+
     def _offload(self, h: Harness, tcb: Any) -> None:
         self.tried.add(tcb)
         mgr = h.manager
         if not mgr.offload(tcb):
-            why = mgr.declined.get(tcb)
-            if why is not None:
-                h.stayed_on_host.append(why)
-                h.notes.append(f"stayed on host: {why}")
+            if tcb in mgr.declined:
+                self._report_kept(h)
                 return
             h.notes.append(f"offload not started for {tcb!r} (state {tcb.state.name})")
             return

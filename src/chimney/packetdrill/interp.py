@@ -75,7 +75,7 @@ CONSTANTS: dict[str, int] = {
     "SO_RCVBUF": so.SO_RCVBUF, "SO_KEEPALIVE": so.SO_KEEPALIVE, "SO_LINGER": so.SO_LINGER,
     "TCP_NODELAY": so.TCP_NODELAY, "TCP_MAXSEG": so.TCP_MAXSEG, "TCP_KEEPIDLE": so.TCP_KEEPIDLE,
     "TCP_KEEPINTVL": so.TCP_KEEPINTVL, "TCP_KEEPCNT": so.TCP_KEEPCNT,
-    "TCP_USER_TIMEOUT": so.TCP_USER_TIMEOUT, "MSG_PEEK": 0x2, "MSG_DONTWAIT": 0x40, "MSG_WAITALL": 0x100,
+    "TCP_USER_TIMEOUT": so.TCP_USER_TIMEOUT, "TCP_LINGER2": so.TCP_LINGER2, "MSG_PEEK": 0x2, "MSG_DONTWAIT": 0x40, "MSG_WAITALL": 0x100,
     "MSG_NOSIGNAL": 0x4000, "SIOCINQ": 0x541B, "FIONREAD": 0x541B, "SIOCOUTQ": 0x5411, "TIOCOUTQ": 0x5411,
 }
 MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_NOSIGNAL = 0x2, 0x40, 0x100, 0x4000
@@ -87,7 +87,8 @@ _SUPPORTED_OPTS = {
     ("SOL_SOCKET", n) for n in ("SO_REUSEADDR", "SO_ERROR", "SO_SNDBUF", "SO_RCVBUF", "SO_KEEPALIVE", "SO_LINGER")
 } | {
     (lvl, n) for lvl in ("IPPROTO_TCP", "SOL_TCP")
-    for n in ("TCP_NODELAY", "TCP_MAXSEG", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
+    for n in ("TCP_NODELAY", "TCP_MAXSEG", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT",
+              "TCP_LINGER2")
 }
 
 
@@ -875,8 +876,8 @@ class Runner:
         if req not in (SIOCINQ, SIOCOUTQ):
             raise Unsupported(f"ioctl request {a[1]}", ev.line)
         if s.tcb is None:
-            if s.poll(so.POLLIN | so.POLLOUT) & so.POLLHUP == 0:
-                raise OSError(errno_mod.EINVAL, "Invalid argument")  # a listener
+            if s.listener is not None:
+                raise OSError(errno_mod.EINVAL, "Invalid argument")
             got = 0
         else:
             path = s.tcb.path

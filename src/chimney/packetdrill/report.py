@@ -1,5 +1,6 @@
 """Running script files and reporting: per-script pass/fail/unsupported lines, the first mismatch,
-the summary line `N passed, N failed, N unsupported`, and the host-vs-offload outbound diff.
+why an offload run kept a connection on the host ("stayed on host: <reason>"), the summary line
+`N passed, N failed, N unsupported`, and the host-vs-offload outbound diff.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class SuiteResult:
         return self.count("fail") == 0
 
     def summary(self) -> str:
-        return f"{self.count('pass')} passed, {self.count('fail')} failed, {self.count('unsupported')} unsupported"
+        s = f"{self.count('pass')} passed, {self.count('fail')} failed, {self.count('unsupported')} unsupported"
+        kept = sum(1 for r in self.results if r.stayed_on_host)
+        return s + (f" ({kept} offload runs stayed on host)" if kept else "")
 
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:

@@ -2,16 +2,15 @@
 bounded out-of-order reassembly that also yields RFC 2018 SACK blocks).
 
 Memory: a host holds thousands of idle connections, so every container starts as the shared empty
-tuple `EMPTY` and is allocated on the first write; a container that drains is released again (a
-deque costs ~760 B, a list 56 B). Readers treat `EMPTY` as an empty container; only the writers
-(`append`, `add`, `_touch`) allocate. `NO_DROPS` and `shared_int` do the same for a stats dict and
-for per-connection constants (bench/bench_memory.py measures the result).
+tuple `EMPTY` and is allocated on the first write; a container that drains is released again (lists,
+56 B, cheap to create; an empty deque would cost ~760 B). Readers treat `EMPTY` as an empty
+container; only the writers (`append`, `add`, `_touch`) allocate. `NO_DROPS` and `shared_int` do
+the same for a stats dict and for per-connection constants (bench/bench_memory.py measures it).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import deque
 from types import MappingProxyType
 from typing import Any
 
@@ -55,6 +54,8 @@ class SendBuffer:
         return self.end - self.start
 
     def append(self, data: memoryview) -> None:
+        if not len(data):
+            return  # keeps "allocated exactly while holding bytes"
         bufs = self._bufs
         if bufs is EMPTY:
             self._bufs = [data]
@@ -128,25 +129,43 @@ class SendBuffer:
 
 
 class ReceiveQueue:
-    """In-order bytes not yet read by the user."""
+    """In-order bytes not yet read by the user: a list consumed from index `_h` (cheaper to create than
+    a deque, which matters because the list is released whenever the reader drains the queue)."""
 
-    __slots__ = ("_q", "size")
+    __slots__ = ("_h", "_q", "size")
 
     def __init__(self) -> None:
-        self._q: deque[memoryview | bytes] | tuple[()] = EMPTY
+        self._q: list[memoryview | bytes] | tuple[()] = EMPTY
+        self._h = 0
         self.size = 0
 
     def append(self, data: memoryview | bytes) -> None:
+        n = len(data)
+        if not n:
+            return  # nothing to read: keeps "allocated exactly while size > 0"
         q = self._q
         if q is EMPTY:
-            q = self._q = deque()
-        q.append(data)  # type: ignore[union-attr]
-        self.size += len(data)
+            self._q = [data]
+        else:
+            q.append(data)  # type: ignore[union-attr]
+        self.size += n
 
     @property
     def allocated(self) -> bool:
-        """True while the queue holds a deque (False when nothing is waiting to be read)."""
+        """True while the queue holds a list (False when nothing is waiting to be read)."""
         return self._q is not EMPTY
+
+    def _consumed(self, h: int) -> None:
+        """Entries before index h are read."""
+        q = self._q
+        if h >= len(q):
+            self._q = EMPTY  # drained: an idle connection keeps no list
+            self._h = 0
+        elif h > 32 and h * 2 > len(q):
+            del q[:h]  # type: ignore[union-attr]
+            self._h = 0
+        else:
+            self._h = h
 
     def read(self, max_bytes: int) -> memoryview | bytes:
         q = self._q
@@ -154,35 +173,38 @@ class ReceiveQueue:
             return b""
         if max_bytes < 0 or max_bytes > self.size:
             max_bytes = self.size
-        first = q[0]
+        h = self._h
+        first = q[h]
         if len(first) >= max_bytes:
             self.size -= max_bytes
             if len(first) == max_bytes:
-                q.popleft()  # type: ignore[union-attr]
-                if not self.size:
-                    self._q = EMPTY  # drained: an idle connection keeps no deque
+                if h + 1 == len(q):
+                    self._q = EMPTY  # drained (the common case, inline)
+                    self._h = 0
+                else:
+                    self._consumed(h + 1)
                 return first
-            q[0] = first[max_bytes:]  # type: ignore[index]
+            q[h] = first[max_bytes:]  # type: ignore[index]
             return first[:max_bytes]
         parts = []
         got = 0
         while got < max_bytes:
-            b = q[0]
+            b = q[h]
             take = min(len(b), max_bytes - got)
             if take == len(b):
-                q.popleft()  # type: ignore[union-attr]
+                h += 1
                 parts.append(b)
             else:
                 parts.append(b[:take])
-                q[0] = b[take:]  # type: ignore[index]
+                q[h] = b[take:]  # type: ignore[index]
             got += take
         self.size -= got
-        if not self.size:
-            self._q = EMPTY
+        self._consumed(h)
         return b"".join(parts)
 
     def views(self) -> list[memoryview]:
-        return [memoryview(b) for b in self._q]
+        q = self._q
+        return [memoryview(q[i]) for i in range(self._h, len(q))]
 
 
 class Reassembly:

@@ -15,9 +15,16 @@ MAX_RT_COUNT = 0  # max_rt_ns == 0: limit retransmissions by count (R-TMR-17 Max
 MAX_RT_UNLIMITED = -1  # max_rt_ns == -1: never give up (R-TMR-17 MaxRT == 0xFFFFFFFF)
 
 
-@dataclass(slots=True)
+REPLACE_CACHE_MAX = 512  # distinct (config, changes) pairs whose result is kept for sharing
+_REPLACED: dict[tuple[TcpConfig, tuple[tuple[str, object], ...]], TcpConfig] = {}
+
+
+@dataclass(slots=True, frozen=True)
 class TcpConfig:
-    """Per-connection tunables. Defaults follow the RFCs; `linux_profile()` gives Linux's."""
+    """Per-connection tunables. Defaults follow the RFCs; `linux_profile()` gives Linux's.
+
+    Immutable, so connections share one object (a copy costs ~430 B per connection): derive
+    variants with `replace`, which hands out one shared object per distinct (config, changes)."""
 
     mss: int = 1460  # MSS we advertise (RFC 9293 3.7.1: MTU - 40 for IPv4)
     path_mtu: int = 1500
@@ -82,7 +89,8 @@ class TcpConfig:
     snd_mss_clamp: bool = False
     # Linux socket option semantics: SO_RCVBUF/SO_SNDBUF store (and getsockopt reports) twice the value
     # set, clamped to [2304|4608, 2 * 212992] (net.core.rmem_max/wmem_max); TCP_MAXSEG takes 0 or
-    # 88..32767 and reads 536 before a connection exists.
+    # 88..32767 and reads 536 before a connection exists. Not in linux_profile() (its rmem_max clamp
+    # would cap the large buffers applications here ask for): `linux_profile(linux_sockopts=True)`.
     linux_sockopts: bool = False
     # An offload target must not originate an RST (R-DISC-03) and hands timed-out connections back
     # (R-TMR-14/18): True makes keepalive/retransmit/persist/user-timeout exhaustion emit TimedOut but
@@ -94,7 +102,19 @@ class TcpConfig:
         return 2 * self.msl_ns
 
     def replace(self, **changes: object) -> TcpConfig:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        if not changes:
+            return self
+        try:
+            key = (self, tuple(sorted(changes.items())))
+            hit = _REPLACED.get(key)
+        except TypeError:  # an unhashable value: no sharing, still a correct config
+            return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        if hit is None:
+            hit = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+            if len(_REPLACED) >= REPLACE_CACHE_MAX:
+                _REPLACED.clear()
+            _REPLACED[key] = hit
+        return hit
 
     def validate(self) -> None:
         if not 88 <= self.mss <= 65495:
@@ -137,6 +157,5 @@ def linux_profile(**overrides: object) -> TcpConfig:
         rst_on_data_after_close=True,
         nodelay_pushes=True,
         snd_mss_clamp=True,
-        linux_sockopts=True,
     )
     return cfg.replace(**overrides) if overrides else cfg

@@ -285,6 +285,7 @@ class Connection:
         self._parent: Any = None
         self._parent_key: Any = None
         # Outboxes are EMPTY (shared, see buffers.py) until something is queued: memory per idle TCB.
+        # Queue through _queue(seg) / _emit(ev), never _out.append / _events.append.
         self._out: list[TcpSegment] = EMPTY  # type: ignore[assignment]
         self._oow_last = -(10**18)
         self._events: list[Event] = EMPTY  # type: ignore[assignment]

@@ -225,8 +225,11 @@ def import_state(
     c = Connection(cfg, const.local_port, const.remote_port, (una_w - 1) & MASK)
     una = c.iss + 1
     c.snd_una = una
-    c.snd_nxt = una + ((delegated.snd_nxt - una_w) & MASK)
-    c.snd_max = una + ((delegated.snd_max - una_w) & MASK)
+    # An idle connection has SND.NXT == SND.MAX == SND.UNA: one int object for all three (memory).
+    d_nxt = (delegated.snd_nxt - una_w) & MASK
+    d_max = (delegated.snd_max - una_w) & MASK
+    c.snd_nxt = una + d_nxt if d_nxt else una
+    c.snd_max = una + d_max if d_max else una
     c.ws_ok = bool(const.flags & TcpConstFlags.WINDOW_SCALING_ENABLED)
     c.ts_ok = bool(const.flags & TcpConstFlags.TIMESTAMP_ENABLED)
     c.sack_ok = bool(const.flags & TcpConstFlags.SACK_ENABLED)
