@@ -114,9 +114,8 @@ def linux_veth(mtu: int, nbytes: int) -> float:
 def _our_stack(topo: TapTopology, sched: RealTimeScheduler, offloads: bool) -> tuple[HostStack, TapPort]:
     stack = HostStack(sched, "ours", tcp_config=linux_profile(snd_buf=BUF, rcv_buf=BUF))
     port = topo.port(sched)
-    iface = stack.attach(port, mac=topo.our_mac, addresses=[f"{topo.our_ip}/24"], name="tap")
-    if offloads:
-        iface.set_offloads(tso=True)  # rx checksum/GSO follow the TAP's negotiated TUN_F_* bits
+    # rx checksum/GSO follow the TAP's negotiated TUN_F_* bits; tso turns on sending super-segments.
+    stack.attach(port, mac=topo.our_mac, addresses=[f"{topo.our_ip}/24"], name="tap", tso=offloads)
     return stack, port
 
 

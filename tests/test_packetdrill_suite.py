@@ -21,16 +21,9 @@ KNOWN_FAILURES: dict[str, str] = {}
 # running the same scripts with --mode offload: script -> why the contract makes the offloaded connection
 # behave differently. Strict: a listed script that passes must be removed from the list.
 KNOWN_OFFLOAD_FAILURES: dict[str, str] = {
-    "rfc6298_rto/user_timeout.pkt": "TCP_USER_TIMEOUT (1 s from the first unacknowledged transmission, "
-        "aborting at that instant) goes to the target as MaxRT, which bounds TotalRT, the time spent "
-        "retransmitting the segment (R-TMR-17): counted from the first retransmission (0.4 s) and checked "
-        "when the retransmission timer fires, the target gives up at 2.2 s, not at 1.1 s",
     "socket_api/poll_in_and_rdhup.pkt": "R-EVT-01 (MUST): the target indicates the peer's FIN only after "
         "the data before it was consumed; the unread 10 bytes stay at the target (hold_unread_at_target, "
         "the window they leave), so the host cannot report Linux's POLLRDHUP before they are read",
-    "linux_profile/data_after_close_resets.pkt": "NdisOffloadTcpDisconnect has no close-vs-shutdown "
-        "distinction: after a graceful disconnect's FIN the target keeps receiving (R-DISC-13, MUST), so it "
-        "acknowledges data arriving after close() where Linux answers it with a RST",
 }
 
 # Offload mode: scripts whose connection the host keeps, or takes back when the option is set
@@ -42,6 +35,19 @@ STAYS_ON_HOST: dict[str, str] = {
     "rfc9293_3.6_closing/linger2_fin_wait_2_timeout.pkt": "fin_wait2_timeout_ns",  # offloaded, then uploaded
     "rfc5961_challenge_ack/rate_limited.pkt": "challenge_ack_limit",
     "linux_profile/maxseg_clamps_sent_segments.pkt": "TCP_MAXSEG 1000 bounds the MSS we send",
+    # TCP_USER_TIMEOUT counts from the first unacknowledged transmission; MaxRT (TotalRT) from the first
+    # retransmission (R-TMR-17): with a baseline the host takes the connection back rather than approximate.
+    "rfc6298_rto/user_timeout.pkt": "MaxRT cannot carry TCP_USER_TIMEOUT",
+    # Linux resets on data after close(); a graceful disconnect is only a half-close after which the target
+    # keeps receiving (R-DISC-13): a Linux-profile close() takes the connection back to the host.
+    **{
+        name: "close() with rst_on_data_after_close"
+        for name in (
+            "linux_profile/data_after_close_resets.pkt",
+            "linux_profile/time_wait_linux.pkt",
+            "rfc9293_3.6_closing/time_wait_linux_60s.pkt",
+        )
+    },
 }
 
 

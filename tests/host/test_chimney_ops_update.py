@@ -403,3 +403,48 @@ def test_pmtu_flush_and_a_route_mtu_change_update_the_offloaded_path() -> None:
     # Only what was already on the wire when the update completed was bigger than the route MTU.
     assert too_big and len(ip4) - too_big[-1] > 500
     check_clean(p)
+
+
+def test_relink_whose_new_neighbor_node_fails_takes_the_connection_back_and_terminates_in_order() -> None:
+    """R-UPD-14 on a re-link tree: the new neighbor's node completes with FAILURE, its path node with
+    SUCCESS (the path did move under it): the host terminates everything on the failed neighbor, the
+    connection first, then the path, then the neighbor (R-TRM-04), and the old neighbor once nothing is
+    left under it; the transfer finishes in the host."""
+    from chimney.ndis.blocklist import iter_dependents, iter_tree
+    from chimney.ndis.status import NdisStatus
+
+    p = pair_with()
+    p.host_b.ip.add_address("eth0", "198.18.1.2/24")
+    onlink = p.host_a.ip.routes.add("198.18.1.2/32", "eth0")
+    fut, tcb = offloaded_bulk(p, 2_000_000, dst="198.18.1.2")
+    m = p.manager
+    real = p.ndis.m_update_offload_complete
+
+    def fail_new_neighbor(adapter: Any, mbl: Any) -> None:
+        if list(iter_dependents(mbl)):
+            mbl.status = NdisStatus.FAILURE
+        real(adapter, mbl)
+
+    p.ndis.m_update_offload_complete = fail_new_neighbor  # type: ignore[method-assign]
+    terminated: list[Any] = []
+    real_terminate = p.ndis.terminate_offload
+
+    def record(bh: Any, pbl: Any) -> None:
+        terminated.extend(n.offload_handle.owner for n in iter_tree(pbl))
+        real_terminate(bh, pbl)
+
+    p.ndis.terminate_offload = record  # type: ignore[method-assign]
+    pobj, old = tcb.path.path_obj, tcb.path.path_obj.parent
+    cp = tcb.path
+    p.host_a.ip.routes.replace(onlink, gateway="198.18.0.2")
+    run_until(p, lambda: tcb.path.kind == "host", 1)
+    assert m.stats["relinks"] == 1 and m.stats["update_failed"] == 1
+    assert m.history[-1][3].startswith("update_failed:")
+    new = pobj.parent
+    assert new is not old and new.key[1] == bytes([198, 18, 0, 2])
+    run_until(p, lambda: not m.path_objs and not m.neighbor_objs, 1)
+    assert sorted(map(terminated.index, (cp, pobj, new))) == [terminated.index(x) for x in (cp, pobj, new)]
+    assert old in terminated
+    run_until(p, fut.done)
+    check_bulk(fut, 2_000_000)
+    check_clean(p)

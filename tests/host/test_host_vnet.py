@@ -231,6 +231,23 @@ def test_a_drain_of_in_order_segments_gets_one_cumulative_ack() -> None:
     assert p.drain_server() == data
 
 
+def test_a_drain_holding_more_than_a_full_segment_is_acked_at_its_end_not_after_the_delayed_ack() -> None:
+    """One GSO super-frame is one segment to the engine, which would wait for a second one (delayed ACK);
+    like Linux after GRO, more than a full segment since the last ACK is acknowledged at once."""
+    p = _pair()
+    p.ifb.rx_batched = True
+    p.ifb.set_offloads(rx_gso=True, rx_csum=True)
+    mss = p.ta.conn.snd_mss
+    frame = p.a_frame(0, bytes(20 * mss), partial_csum=True)
+    p.b.ip.input_frame(p.ifb, frame, p.vnet_hdr(frame, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, mss))
+    p.b.ip.drain_end()
+    assert _acks(p.b_out) == [(p.ta.conn.snd_nxt + 20 * mss) & 0xFFFFFFFF]
+    # A drain with less than a full segment keeps the ordinary delayed ACK.
+    p.b.ip.input_frame(p.ifb, p.a_frame(20 * mss, bytes(100), partial_csum=False))
+    p.b.ip.drain_end()
+    assert len(p.b_out) == 1 and p.tb.conn.ack_pending
+
+
 def test_duplicate_acks_in_a_drain_are_never_coalesced() -> None:
     p = _pair()
     p.ifb.rx_batched = True
@@ -464,9 +481,8 @@ def test_twenty_megabytes_each_way_through_a_vnet_tap_with_every_offload_on() ->
     with TapTopology.unique("chimney-vn", vnet_hdr=True, offload=TUN_F_DEFAULT) as topo, RealTimeScheduler() as sched:
         stack = HostStack(sched, "ours", tcp_config=linux_profile(snd_buf=4 << 20, rcv_buf=4 << 20))
         port = topo.port(sched)
-        iface = stack.attach(port, mac=topo.our_mac, addresses=[f"{topo.our_ip}/24"], name="tap")
-        iface.set_offloads(tso=True)
-        assert iface.rx_csum_offload and iface.rx_gso and iface.rx_batched
+        iface = stack.attach(port, mac=topo.our_mac, addresses=[f"{topo.our_ip}/24"], name="tap", tso=True)
+        assert iface.tso_max > 60000 and iface.rx_csum_offload and iface.rx_gso and iface.rx_batched
         lsock = stack.listen(5002)
         p = topo.ns.python(PEER, "client", topo.our_ip, "5002", str(nbytes), str(seed + 1), "65536", str(timeout_s))
         try:

@@ -381,3 +381,35 @@ def test_failed_terminate_node_returns_no_state_to_check() -> None:
     r.ndis.m_terminate_offload_complete(r.adapter, mbl)
     assert r.rule_ids() == []
     assert r.host.state_completions[-1][1].status == NdisStatus.FAILURE
+
+
+def test_r_upd_03_a_relinked_path_no_longer_depends_on_its_old_neighbor() -> None:
+    """An update rooted at neighbor 2 with the path as its dependent re-links the path (R-UPD-03): neighbor 1
+    may then be terminated alone; neighbor 2 may not (R-TRM-04)."""
+    from chimney.ndis.blocklist import NdisOffloadHandle, iter_tree
+    from chimney.ndis.offload_state import (
+        NeighborOffloadStateCached,
+        NeighborOffloadStateConst,
+        NeighborOffloadStateDelegated,
+        PathOffloadStateCached,
+    )
+
+    r = Rig()
+    c = r.offload()
+    n2 = NdisOffloadHandle("neighbor2")
+    nstate = [NeighborOffloadStateConst(), NeighborOffloadStateCached(), NeighborOffloadStateDelegated()]
+    r.ndis.initiate_offload(r.binding, ProtocolOffloadBlockList(T.NeighborOffloadState, n2, nstate))
+    mbl = r.target.pop("initiate")
+    r.target.offload_all(mbl)
+    r.ndis.m_initiate_offload_complete(r.adapter, mbl)
+    root = ProtocolOffloadBlockList(T.NeighborOffloadCachedState, n2, [NeighborOffloadStateCached()])
+    root.add_dependent(ProtocolOffloadBlockList(T.Ip4OffloadCachedState, c.ph, [PathOffloadStateCached()]))
+    r.ndis.update_offload(r.binding, root)
+    mbl = r.target.pop("update")
+    for node in iter_tree(mbl):
+        node.status = NdisStatus.SUCCESS
+    r.ndis.m_update_offload_complete(r.adapter, mbl)
+    r.ndis.terminate_offload(r.binding, ProtocolOffloadBlockList(T.NeighborOffloadState, c.nh, []))
+    assert r.rule_ids() == []
+    alone = ProtocolOffloadBlockList(T.NeighborOffloadState, n2, [])
+    assert violation(lambda: r.ndis.terminate_offload(r.binding, alone)) == "R-TRM-04"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chimney.host.chimney import HostChimneyChecks, OffloadPair, build_offload_pair
+from chimney.host.chimney import OffloadPair, build_offload_pair
 from chimney.host.policy import OffloadPolicy
 from chimney.links.impair import Impairments
 from chimney.ndis.checks_chimney import ChimneyChecks
@@ -25,9 +25,9 @@ from chimney.sim.scheduler import NS_PER_MS
 TargetFactory = Callable[..., Any]
 
 
-class ConformanceChecks(ChimneyChecks, HostChimneyChecks):
-    """The full chimney phase machine plus the host's SourceHandle stamping of the initiate chain
-    (R-OFF-22/23, R-TRM-11): MRO runs ChimneyChecks first, then HostChimneyChecks, then the core."""
+class ConformanceChecks(ChimneyChecks):
+    """The full chimney phase machine (the core stamps and hands back the initiate chain itself,
+    R-OFF-22/23, R-TRM-11)."""
 
 
 def load_target(spec: str | None) -> TargetFactory:

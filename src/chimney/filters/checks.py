@@ -494,11 +494,12 @@ class ImChecks(ChimneyChecks):
         else:
             targets = [b for b in adapter.bindings if b.dh.client_generic is not None]
         ims = {b.protocol: self._expected(ref) for b in targets if b.upper_adapter is not None}
+        sup = super().offload_event_enter(adapter, mbl, code)
         if not ims:
-            return super().offload_event_enter(adapter, mbl, code)
+            return sup
         frame = _Frame("offload event", ims, mbl, (code,))
-        self._frames.append(frame)
-        return (_ImToken, super().offload_event_enter(adapter, mbl, code), frame)
+        self._frames.append(frame)  # pushed last: nothing between here and the exit hook can skip it
+        return (_ImToken, sup, frame)
 
     def offload_event_exit(self, adapter: Adapter, token: Any, completed: bool) -> None:
         if type(token) is not tuple or token[0] is not _ImToken:

@@ -7,17 +7,19 @@ turns completions, receive indications and TCP events back into socket state.
 
 NDIS name -> Python name:
   NdisInitiateOffload / NdisTerminateOffload -> Ndis.initiate_offload / terminate_offload (called by
-      OffloadManager._initiate / _terminate); ProtocolInitiateOffloadComplete -> initiate_offload_complete;
+      OffloadManager._initiate_call (R-NBR-08 checked) / upload, _terminate_objects); ProtocolInitiateOffloadComplete -> initiate_offload_complete;
       ProtocolTerminateOffloadComplete -> terminate_offload_complete
   NdisOffloadTcpSend -> ChimneyPath._issue_send; ProtocolTcpOffloadSendComplete -> OffloadManager.send_complete
   NdisOffloadTcpDisconnect -> ChimneyPath._disconnect; ProtocolTcpOffloadDisconnectComplete -> disconnect_complete
-  NdisOffloadTcpForward -> ChimneyPath._forward_held; ProtocolTcpOffloadForwardComplete -> forward_complete
+  NdisOffloadTcpForward -> OffloadManager.forward (R-FWD-03 checked; from ChimneyPath._forward_held);
+      ProtocolTcpOffloadForwardComplete -> forward_complete
   NdisOffloadTcpReceive (zero-byte re-enable) -> ChimneyPath._post_zero_receive; ..ReceiveComplete -> receive_complete
   ProtocolTcpOffloadReceiveIndicate -> receive_indicate; NdisOffloadTcpReceiveReturn -> ChimneyPath._flush_returns
   ProtocolTcpOffloadEvent -> tcp_event; ProtocolIndicateOffloadEvent -> indicate_offload_event
-  NdisUpdateOffload -> OffloadManager.update_tcp / _pump_update / _pump_relinks (socket options, neighbor MAC,
-      PMTU, route change re-link); ProtocolUpdateOffloadComplete -> update_offload_complete
-  NdisInvalidateOffload -> OffloadManager.invalidate (route removed, neighbor FAILED);
+  NdisUpdateOffload -> OffloadManager.update_tcp / _pump_update / _pump_relinks, all through _update_call
+      (R-UPD-04 checked; socket options, neighbor MAC, PMTU down and up, route change re-link / route MTU);
+      ProtocolUpdateOffloadComplete -> update_offload_complete
+  NdisInvalidateOffload -> OffloadManager.invalidate (route removed, neighbor FAILED or removed);
       ProtocolInvalidateOffloadComplete -> invalidate_offload_complete
   NdisQueryOffloadState -> OffloadManager.query (and chimney.host.netstat); ProtocolQueryOffloadComplete ->
       query_offload_complete
@@ -70,7 +72,8 @@ from chimney.ndis.blocklist import (
     node_role,
 )
 from chimney.ndis.buffers import Mdl, NblInfo, NetBuffer, NetBufferList, chain_nbls, split_nbl_chain
-from chimney.ndis.core import Binding, BoundaryChecks, Ndis, Op
+from chimney.ndis.checks_chimney import ChimneyChecks
+from chimney.ndis.core import Binding, BoundaryChecks, Ndis
 from chimney.ndis.offload_state import (
     OFFLOADABLE_STATES,
     TCP_DISCONNECT_ABORTIVE_CLOSE,
@@ -168,45 +171,10 @@ class OffloadedObject:
         return f"<Offloaded {self.kind} {self.key!r} {self.phase.value} refs={self.refs}>"
 
 
-class HostChimneyChecks(BoundaryChecks):
-    """NDIS behaviour the core does not do yet (reported to the lead): NdisInitiateOffload stamps the
-    binding on NetBufferListChain NBLs as a send would (so the target's NdisTcpOffloadSendComplete of
-    them routes back, R-OFF-22); a failed initiate gives them back to the host (R-OFF-23), a terminate
-    completion unstamps the chain it returns (R-TRM-11)."""
-
-    def state_op(self, op: Op, binding: Binding, pbl: ProtocolOffloadBlockList) -> None:
-        super().state_op(op, binding, pbl)
-        if op is Op.INITIATE:
-            for node in iter_tree(pbl):
-                n = node.net_buffer_list_chain
-                if n is not None and type(n.source_handle) is tuple and n.source_handle[0] is binding:
-                    continue  # the core already stamps: do not stamp twice
-                while n is not None:
-                    n.source_handle = (binding, n.source_handle)
-                    binding.sends_out += 1
-                    n = n.next
-
-    def state_complete(self, op: Op, adapter: Any, mbl: Any) -> bool:
-        ok = super().state_complete(op, adapter, mbl)
-        for node in iter_tree(mbl):
-            failed = op is Op.INITIATE and node.status not in _OK
-            if op is not Op.TERMINATE and not failed:
-                continue
-            head = n = node.net_buffer_list_chain
-            owner_binding = None
-            while n is not None:
-                sh = n.source_handle
-                if type(sh) is tuple and sh[0].adapter is adapter:
-                    sh[0].sends_out -= 1
-                    n.source_handle = sh[1]
-                    owner_binding = sh[0]
-                n = n.next
-            if failed and owner_binding is not None:
-                self.tracker.transfer(
-                    head, frm=adapter.owner, to=owner_binding.protocol.name, rule_id="R-OFF-23",
-                    op="NdisMInitiateOffloadComplete (failed) NetBufferListChain",
-                )
-        return ok
+# The shim this name stood for (NetBufferListChain stamp at NdisInitiateOffload, hand-back at failed initiates
+# and terminates) is what core.BoundaryChecks.chain_down / chains_back do now; the host runs the full
+# verifier. The name stays for its importers (serve, packetdrill.harness).
+HostChimneyChecks = ChimneyChecks
 
 
 # ====================================================================================== ChimneyPath
@@ -235,6 +203,7 @@ class ChimneyPath(TcbPath):
         "out_bytes",
         "path_obj",
         "pending_abort",
+        "pending_close",
         "pending_shutdown",
         "phase",
         "posts_out",
@@ -298,6 +267,7 @@ class ChimneyPath(TcbPath):
         self.shut_sent = False
         self.pending_shutdown = False
         self.pending_abort = False
+        self.pending_close = False  # close() while being uploaded for it: the host engine closes
         self.aborted = False
         self.upload_reason: str | None = None
         self.send_backlog_hint = 0xFFFFFFFF
@@ -414,6 +384,16 @@ class ChimneyPath(TcbPath):
         if self.rx_size > 0 or self.refused or self.at_target > 0:
             if not self.aborted:
                 self.abort()
+            return
+        m = self.manager
+        if self.tcb.conn.cfg.rst_on_data_after_close and m.policy.baseline is not None and self.phase is Phase.OFFLOADED:
+            # Data after close() must reset the connection, but a graceful disconnect is a half-close after
+            # which the target keeps receiving (R-DISC-13): the host engine closes it instead.
+            m.declined[self.tcb] = ("close() with rst_on_data_after_close: no chimney form of close() vs "
+                                    "shutdown() (R-DISC-13: the target keeps receiving after its FIN)")
+            m.stats["uploads_uncarried"] += 1
+            self.pending_close = True
+            m.upload(self.tcb, reason="uncarried")
             return
         self.shutdown()
 
@@ -1143,6 +1123,8 @@ class OffloadManager:
         if tcb.path is hp and conn.state not in (S.Closed,):
             if cp.pending_abort:
                 hp.abort()
+            elif cp.pending_close:
+                hp.close()
             elif cp.pending_shutdown:
                 hp.shutdown()
         tcb.deliver([SendSpace(hp.send_space)] if hp.send_space else [DataReadable(conn.readable, False)])
@@ -2043,7 +2025,7 @@ def build_offload_pair(
     ticks_per_second: int = 1000,
     settle_ns: int = 10 * NS_PER_MS,
     target_factory: Callable[..., Any] | None = None,
-    checks: type[BoundaryChecks] = HostChimneyChecks,
+    checks: type[BoundaryChecks] | None = None,
     ims: Sequence[Callable[[str], Any]] | int = (),
     manager_class: type[OffloadManager] = OffloadManager,
 ) -> OffloadPair:
@@ -2062,6 +2044,11 @@ def build_offload_pair(
         a_to_b = b_to_a = impairments
     link = Link(scheduler, "ab", a_to_b, b_to_a, mac_a=bytes.fromhex("02000000000a"),
                 mac_b=bytes.fromhex("02000000000b"))
+    if checks is None and ims:
+        from chimney.filters.checks import ImChecks
+
+        checks = ImChecks  # the full verifier plus the IM rules (R-IM-04..12) at every IM edge
+    # checks None: the full verifier (ChimneyChecks, the Ndis default)
     ndis = Ndis(scheduler, verifier if verifier is not None else Verifier(Mode.STRICT), checks=checks)
     nic = EmulatedNic(link.a)
     limits = TargetLimits(**(target_options or {}))

@@ -109,29 +109,37 @@ class OffloadPolicy:
         return r.mandatory or self.honour_optional_uploads
 
 
-# TcpConfig settings with no field in the chimney state (contract §2.4 TCP_OFFLOAD_STATE_CONST/CACHED/
-# DELEGATED) nor in the per-adapter NDIS_TCP_CONNECTION_OFFLOAD_PARAMETERS (R-INIT-12): an offloaded
-# connection runs the target's own behaviour for them. name -> what it is.
+# TcpConfig settings with no (exact) field in the chimney state (contract §2.4 TCP_OFFLOAD_STATE_CONST/
+# CACHED/DELEGATED) nor in the per-adapter NDIS_TCP_CONNECTION_OFFLOAD_PARAMETERS (R-INIT-12): an offloaded
+# connection runs the target's own behaviour for them. name -> why it cannot be carried.
 UNCARRIED_SETTINGS: dict[str, str] = {
-    "fin_wait2_timeout_ns": "FIN_WAIT_2 timeout (the target's FIN_WAIT_2 timer starts at 120 s, R-TMR-05)",
-    "challenge_ack_limit": "challenge-ACK rate limit (RFC 5961 7)",
-    "oow_ack_interval_ns": "out-of-window ACK rate limit",
-    "rfc1337": "RFC 1337 TIME-WAIT RST handling",
-    "zero_window_probe_octet": "zero-window probe style (RFC 9293 3.8.6.1)",
-    "drop_missing_tsopt": "segments without TSopt (RFC 7323 3.2)",
-    "rto_min_ns": "minimum RTO",
-    "rto_max_ns": "maximum RTO",
-    "persist_min_ns": "minimum persist interval",
-    "persist_max_ns": "maximum persist interval",
+    "fin_wait2_timeout_ns": "no chimney field for the FIN_WAIT_2 timeout (the target's timer starts at "
+    "120 s, R-TMR-05)",
+    "user_timeout_ns": "MaxRT cannot carry TCP_USER_TIMEOUT: it bounds only the time spent retransmitting, "
+    "counted from the first retransmission (R-TMR-17)",
+    "challenge_ack_limit": "no chimney field for the challenge-ACK rate limit (RFC 5961 7)",
+    "oow_ack_interval_ns": "no chimney field for the out-of-window ACK rate limit",
+    "rfc1337": "no chimney field for RFC 1337 TIME-WAIT RST handling",
+    "zero_window_probe_octet": "no chimney field for the zero-window probe style (RFC 9293 3.8.6.1)",
+    "drop_missing_tsopt": "no chimney field for segments without TSopt (RFC 7323 3.2)",
+    "nagle_minshall": "no chimney field for the Nagle variant (TCP_FLAG_NAGLING_ENABLED is on/off)",
+    "nodelay_pushes": "no chimney field for whether clearing Nagle sends held data",
+    "rst_ack_on_abort": "no chimney field for the abortive RST's form",
+    "rst_on_data_after_close": "no chimney field for close() vs shutdown() (R-DISC-13: the target keeps "
+    "receiving after its FIN)",
+    "rto_min_ns": "no chimney field for the minimum RTO",
+    "rto_max_ns": "no chimney field for the maximum RTO",
+    "persist_min_ns": "no chimney field for the minimum persist interval",
+    "persist_max_ns": "no chimney field for the maximum persist interval",
 }
 
 
 def uncarried_settings(cfg: TcpConfig, baseline: TcpConfig) -> str | None:
     """The first setting of UNCARRIED_SETTINGS where `cfg` differs from `baseline`, as a reason."""
-    for name, what in UNCARRIED_SETTINGS.items():
+    for name, why in UNCARRIED_SETTINGS.items():
         v, b = getattr(cfg, name), getattr(baseline, name)
         if v != b:
-            return f"{name}={v} differs from the target's {b}: no chimney field for the {what}"
+            return f"{name}={v} differs from the target's {b}: {why}"
     return None
 
 

@@ -60,15 +60,20 @@ class HostStack:
         mtu: int | None = None,
         vlan_id: int = 0,
         vlan_prio: int = 0,
+        tso: bool = False,
     ) -> Interface:
         """Add an interface on `port` (named eth0, eth1... unless given), MAC from the port or derived
-        from the host and interface names, MTU the port's unless smaller is asked, then addresses."""
+        from the host and interface names, MTU the port's unless smaller is asked, then addresses.
+        `tso`: send TSO super-segments (needs a port with offload headers, e.g. a vnet-header TAP);
+        receive offloads follow what the port negotiated."""
         if name is None:
             name = f"eth{len(self.ip.interfaces)}"
         if mac is None:
             mac = getattr(port, "mac", None) or _local_mac(f"{self.name}/{name}")
         iface = self.ip.add_interface(name, mac, mtu=mtu if mtu is not None else port.mtu, vlan_id=vlan_id,
                                       vlan_prio=vlan_prio, port=port)
+        if tso:
+            iface.set_offloads(tso=True)
         for cidr in addresses:
             self.ip.add_address(name, cidr)
         return iface

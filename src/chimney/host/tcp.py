@@ -568,7 +568,7 @@ class TcpTransport:
         self.tso = True
         self.rx_batch = 32
         self.rx_batch_bytes = 1 << 20  # big frames (GSO, jumbo): an ACK at least every MB within one drain
-        self._pending: dict[HostPath, None] = {}
+        self._pending: dict[HostPath, int] = {}  # connection -> payload bytes it took in this batch
         self._pending_segs = 0
         self._pending_bytes = 0
         self._gro: dict[HostPath, list[TcpSegment]] = {}
@@ -741,7 +741,8 @@ class TcpTransport:
                     conn.receive(seg, self.scheduler.now)
                     if conn.snd_una != una:
                         self._confirm_reachability(tcb, self.scheduler.now)
-                    self._pending[path] = None
+                    pend = self._pending
+                    pend[path] = pend.get(path, 0) + len(seg.payload)
                 if self._pending_segs >= self.rx_batch or self._pending_bytes >= self.rx_batch_bytes:
                     self.drain_end()
             else:
@@ -771,7 +772,13 @@ class TcpTransport:
         self._pending = {}
         self._pending_segs = 0
         self._pending_bytes = 0
-        for path in pend:
+        now = self.scheduler.now
+        for path, nbytes in pend.items():
+            conn = path.conn
+            if nbytes > conn.snd_mss and conn.ack_pending and not path.detached:
+                # More than a full segment since the last ACK (a GSO frame, an odd tail): acknowledge
+                # now, as Linux does after GRO (__tcp_ack_snd_check), instead of a delayed-ACK wait.
+                conn.flush_ack(now)
             path.flush(True)
 
     def _gro_release(self, path: HostPath, held: list[TcpSegment]) -> None:
@@ -792,7 +799,8 @@ class TcpTransport:
                 conn.receive(h, now)
         if conn.snd_una != una:
             self._confirm_reachability(path.tcb, now)
-        self._pending[path] = None
+        pend = self._pending
+        pend[path] = pend.get(path, 0) + sum(len(h.payload) for h in held)
 
     def _coalesce_acks(self, segs: list[TcpSegment]) -> list[TcpSegment]:
         """Drop each pure ACK that a later segment of the same burst acknowledges past (what a GRO

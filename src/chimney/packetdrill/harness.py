@@ -327,7 +327,9 @@ class HostMode:
 
 class OffloadMode:
     """Hands each connection to the offload target (`chimney.host.chimney.OffloadManager`) as soon as it
-    is established, or only at `chimney_offload` markers when the script has any."""
+    is established and owes no ACK, or only at `chimney_offload` markers when the script has any. A
+    connection the host keeps, or takes back, because the chimney cannot carry one of its settings is
+    reported in `Harness.stayed_on_host` (the script still has to pass, on the host engine)."""
 
     name = "offload"
 
