@@ -370,7 +370,9 @@ class ChimneyPath(TcbPath):
         return self.tcb.conn.cfg.rcv_buf
 
     def shutdown(self) -> None:
-        if self.shut_sent or self.pending_shutdown:
+        # After the target reported the peer's RST (TcpIndicateAbort) there is no connection to half-close:
+        # a graceful disconnect would only come back REQUEST_ABORTED.
+        if self.shut_sent or self.pending_shutdown or self.aborted:
             return
         if self.phase is Phase.OFFLOADED and not self.held_sends:
             self._disconnect(TCP_DISCONNECT_GRACEFUL_CLOSE)

@@ -28,7 +28,9 @@ from chimney.ndis.offload_state import (
     NDIS_TCP_CHIMNEY_OFFLOAD,
     OFFLOADABLE_STATES,
     TCP_DISCONNECT_ABORTIVE_CLOSE,
+    TIMER_NOT_RUNNING,
     IndicateOffloadEvent,
+    KeepAliveState,
     NeighborOffloadStateCached,
     NeighborOffloadStateConst,
     NeighborOffloadStateDelegated,
@@ -64,7 +66,7 @@ from chimney.ndis.pool import NblPool
 from chimney.ndis.status import NdisStatus
 from chimney.net.drops import Drop
 from chimney.net.frame import TcpFrameBuilder, parse_frame
-from chimney.net.tcp import ACK, RST, SYN, URG, parse_tcp
+from chimney.net.tcp import ACK, FIN, RST, SYN, URG, parse_tcp
 from chimney.target.context import NeighborCtx, PathCtx, Phase, SendEntry, TcpCtx
 from chimney.tcp import (
     Closed,
@@ -179,6 +181,28 @@ class _RecvRequest:
         self.push = push
 
 
+# Blind in-window attack mitigation (§4.16, RFC 5961 3-5 as the chimney pages restate them).
+SEC_KEEPALIVE_NS = 300 * NS  # R-SEC-06: keepalive started or shortened to fire 5 minutes after a challenge ACK
+SEC_SYN_THROTTLE_NS = 3 * NS  # R-SEC-05: one challenge ACK per 3 s for in-window out-of-order SYNs
+SEC_DEFAULT_PROBES = 10  # R-SEC-07: KaProbeCount 0
+SEC_DEFAULT_INTERVAL_NS = NS  # R-SEC-07: KaInterval 0
+
+
+class _Mitigation:
+    """Blind-reset mitigation state of one connection: whether the RST-validation period's one challenge
+    ACK went out (R-SEC-03), the last SYN challenge ACK (R-SEC-05), whether the keepalive timer runs
+    because of the mitigation (R-SEC-09). The timer itself is the engine's keepalive deadline and probe
+    count, so an upload returns them as KeepAlive.TimeoutDelta / ProbeCount (R-SEC-08)."""
+
+    __slots__ = ("active", "own", "rst_challenged", "syn_at")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.own = False
+        self.rst_challenged = False
+        self.syn_at: int | None = None
+
+
 def _state_of(node: MiniportOffloadBlockList, cls: type) -> Any:
     """The trailing struct of type `cls` (R-TREE-16: order CONST, CACHED, DELEGATED)."""
     for s in node.state:
@@ -255,6 +279,7 @@ class OffloadTarget(MiniportDriver):
         self._paused_initiates: list[MiniportOffloadBlockList] = []  # R-OFF-29
         self._initiating = 0  # initiate trees recorded and not yet completed (R-OFF-12)
         self._deferred: set[TcpCtx] = set()
+        self._sec: dict[TcpCtx, _Mitigation] = {}  # connections under blind-reset mitigation (§4.16)
         self._power_request: NdisOidRequest | None = None
         # R-STAT-01/02: per IP version, offloaded connections only ([0] IPv4, [1] IPv6).
         self.tcp_stats = (TcpOffloadStats(), TcpOffloadStats())
@@ -463,10 +488,15 @@ class OffloadTarget(MiniportDriver):
             ctx.urgent_frames.append(frame)  # R-RX-07: everything after the urgent segment waits too
             self.counters["rx_urgent_held"] += 1
             return
+        if flags & RST and seg.seq != conn.rcv_nxt & MASK:
+            self._rst_out_of_order(ctx, seg)  # R-SEC-01/03; an RST at RcvNxt goes on (R-SEC-02)
+            return
         # RFC 9293 3.10.7.4 checks RST (second) before SYN (fourth) and URG (sixth): a SYN|RST or an
         # all-flags segment at RCV.NXT is an acceptable RST (R-EVT-02), not an in-order SYN (R-RX-02).
         if flags & (SYN | URG) and not flags & RST and self._special_segment(ctx, seg, frame):
             return
+        mit = self._sec.get(ctx)
+        ends_mitigation = mit is not None and bool(flags & ACK) and self._acceptable(conn, seg)
         self.counters["rx_steered"] += 1
         v6 = ctx.path.v6
         ip = self.ip_stats[v6]
@@ -478,6 +508,8 @@ class OffloadTarget(MiniportDriver):
         una, rcv_nxt = conn.snd_una, conn.rcv_nxt
         now = self.scheduler.now
         conn.receive(seg, now)
+        if ends_mitigation:
+            self._end_mitigation(ctx, now)  # R-SEC-09
         if conn.state is _CLOSED and before in _EST_OR_CLOSE_WAIT:
             self.tcp_stats[v6].add("reset_established")  # R-STAT-09: an RST in ESTABLISHED / CLOSE_WAIT
         if conn.snd_una != una or conn.rcv_nxt != rcv_nxt:
@@ -500,7 +532,18 @@ class OffloadTarget(MiniportDriver):
                 self._abort_io(ctx, NdisStatus.REQUEST_ABORTED)
                 self._retrieve(ctx, TcpUploadReason.UploadRequested)
                 return True
-            return False  # R-RX-03: out-of-order SYN -> the engine's challenge ACK (R-SEC-04/05)
+            wnd = max(conn.rcv_adv_max - conn.rcv_nxt, 1)
+            if ((seg.seq - rcv_nxt) & MASK) >= wnd:
+                return False  # R-SEC-04: outside the window -> the engine's ACK, unthrottled
+            # R-RX-03 / R-SEC-05: in-window out-of-order SYN -> one challenge ACK per 3 s at most.
+            mit = self._sec.setdefault(ctx, _Mitigation())
+            now = self.scheduler.now
+            if mit.syn_at is None or now - mit.syn_at >= SEC_SYN_THROTTLE_NS:
+                mit.syn_at = now
+                self._challenge(ctx, mit, now)
+            else:
+                self.counters["sec_syn_throttled"] = self.counters.get("sec_syn_throttled", 0) + 1
+            return True
         wnd = max(conn.rcv_adv_max - conn.rcv_nxt, 1)
         una = conn.snd_una & MASK
         seq_ok = ((seg.seq - rcv_nxt) & MASK) < wnd
@@ -513,6 +556,90 @@ class OffloadTarget(MiniportDriver):
         self.counters["rx_urgent_held"] += 1
         self._retrieve(ctx, TcpUploadReason.ReceivedUrgentData)
         return True
+
+    # ============================================================ blind in-window attacks (§4.16)
+
+    def _rst_out_of_order(self, ctx: TcpCtx, seg: Any) -> None:
+        """An RST whose sequence number is not RcvNxt: outside the window it is dropped silently (R-SEC-01);
+        inside, the first one of an RST-validation period gets a challenge ACK, the rest nothing (R-SEC-03)."""
+        conn = ctx.conn
+        wnd = max(conn.rcv_adv_max - conn.rcv_nxt, 1)
+        if ((seg.seq - conn.rcv_nxt) & MASK) >= wnd:
+            self.counters["sec_rst_out_of_window"] = self.counters.get("sec_rst_out_of_window", 0) + 1
+            return
+        mit = self._sec.setdefault(ctx, _Mitigation())
+        if mit.rst_challenged:
+            self.counters["sec_rst_suppressed"] = self.counters.get("sec_rst_suppressed", 0) + 1
+            return
+        mit.rst_challenged = True
+        self._challenge(ctx, mit, self.scheduler.now)
+
+    def _challenge(self, ctx: TcpCtx, mit: _Mitigation, now: int) -> None:
+        """Send a challenge ACK, then start the keepalive timer for 5 minutes, or shorten a running one
+        that would fire later (R-SEC-06)."""
+        conn = ctx.conn
+        conn._emit_seg(conn._ack_seq(), ACK, b"", now)
+        self.counters["sec_challenge_acks"] = self.counters.get("sec_challenge_acks", 0) + 1
+        at = now + SEC_KEEPALIVE_NS
+        d = conn._ka_deadline
+        if not mit.active:
+            mit.active = True
+            mit.own = d is None
+        if d is None or d > at:
+            conn._ka_deadline = at
+        self._pump(ctx)
+
+    @staticmethod
+    def _acceptable(conn: Connection, seg: Any) -> bool:
+        """RFC 9293 3.10.7.4 acceptability of a non-RST, non-SYN segment (what ends an RST-validation period)."""
+        rcv = conn.rcv_nxt & MASK
+        wnd = conn.rcv_adv_max - conn.rcv_nxt
+        n = len(seg.payload) + (1 if seg.flags & FIN else 0)
+        off = (seg.seq - rcv) & MASK
+        if n == 0:
+            return off == 0 if wnd <= 0 else off <= wnd
+        return wnd > 0 and (off < wnd or ((seg.seq + n - 1 - rcv) & MASK) < wnd)
+
+    def _end_mitigation(self, ctx: TcpCtx, now: int) -> None:
+        """R-SEC-09: an acceptable segment ends the mitigation (and its RST-validation period, R-SEC-03);
+        the keepalive timer stops only if the mitigation started it, otherwise normal keepalive resumes."""
+        mit = self._sec.pop(ctx, None)
+        if mit is None or not mit.active:
+            return
+        conn = ctx.conn
+        if mit.own:
+            conn._ka_deadline = None
+            conn._ka_probes = 0
+        elif conn.cfg.keepalive:
+            conn._ka_deadline = now + conn.cfg.keepalive_idle_ns
+            conn._ka_probes = 0
+
+    def _mitigation_timer(self, ctx: TcpCtx, mit: _Mitigation, now: int) -> None:
+        """R-SEC-07: the mitigation's keepalive expired: a probe every KaInterval (1 s if 0), at most
+        KaProbeCount (10 if 0) counting the delegated KeepAlive.ProbeCount; when all went unanswered the
+        connection is uploaded in CLOSED state."""
+        conn = ctx.conn
+        cached = ctx.cached
+        limit = cached.ka_probe_count or SEC_DEFAULT_PROBES
+        if conn._ka_probes >= limit:
+            conn._ka_deadline = None
+            self._sec.pop(ctx, None)
+            ctx.closed_by_syn = True  # exported as CLOSED; later frames take the host path
+            self._abort_io(ctx, NdisStatus.REQUEST_ABORTED)
+            self._retrieve(ctx, TcpUploadReason.TimeoutExpiration)
+            return
+        conn._send_window_probe(now)
+        conn._ka_probes += 1
+        conn._ka_deadline = now + (cached.ka_interval * self.tick_ns if cached.ka_interval else SEC_DEFAULT_INTERVAL_NS)
+        del mit
+
+    def _sec_export(self, ctx: TcpCtx, dlg: TcpOffloadStateDelegated) -> None:
+        """R-SEC-08 holds through the engine's keepalive fields. With keepalive disabled the host cannot
+        continue the mitigation's timer (and R-TRM-25 wants -1 for a keepalive it has switched off), so the
+        probes sent are returned with TimeoutDelta -1 (documented deviation, docs/verifier-coverage.md)."""
+        mit = self._sec.get(ctx)
+        if mit is not None and mit.active and not ctx.cached.flags & TcpCachedFlags.KEEP_ALIVE_ENABLED:
+            dlg.keep_alive = KeepAliveState(dlg.keep_alive.probe_count, TIMER_NOT_RUNNING)
 
     # ============================================================ per-connection engine pump
 
@@ -721,7 +848,13 @@ class OffloadTarget(MiniportDriver):
         ctx.timer_at = None
         if ctx.phase is not Phase.OFFLOADED:
             return
-        ctx.conn.on_timer(self.scheduler.now)
+        now = self.scheduler.now
+        mit = self._sec.get(ctx)
+        if mit is not None and mit.active:
+            d = ctx.conn._ka_deadline
+            if d is not None and d <= now:
+                self._mitigation_timer(ctx, mit, now)  # before the engine's own keepalive sees the deadline
+        ctx.conn.on_timer(now)
         self._pump(ctx)
 
     # ============================================================ MiniportInitiateOffload
@@ -1587,6 +1720,7 @@ class OffloadTarget(MiniportDriver):
         if conn.state in EXPORTABLE_STATES and not ctx.closed_by_syn:
             # R-TRM-17: export flushes the delayed ACK; R-TRM-24/25, §6.12 scaling done by the engine.
             _c, _k, exported, _send, buffered = conn.export_state(now, tps)
+            self._sec_export(ctx, exported)
         else:
             exported = self._closed_state(ctx, now)
             buffered = conn.rxq.views() if not ctx.closed_by_syn else []
@@ -1696,6 +1830,7 @@ class OffloadTarget(MiniportDriver):
             ctx.path.children.discard(ctx)
             self._rcv_budget -= ctx.cached.initial_rcv_wnd
             self._starved.discard(ctx)
+            self._sec.pop(ctx, None)
         elif isinstance(ctx, PathCtx):
             src = ctx.const.source_address
             n = self._source_ips.get(src, 0) - 1
@@ -1826,6 +1961,7 @@ class OffloadTarget(MiniportDriver):
                         conn = ctx.conn
                         if conn.state in EXPORTABLE_STATES and not ctx.closed_by_syn:
                             d = conn.export_state(now, tps, flush_delayed_ack=False)[2]
+                            self._sec_export(ctx, d)
                         else:
                             d = self._closed_state(ctx, now)
                         for name in _DELEGATED_FIELDS:
