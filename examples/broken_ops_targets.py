@@ -153,10 +153,11 @@ class KeepAliveCountNotReset(OffloadTarget):
     """Applies a new KaProbeCount with TCP_FLAG_MAX_RT_RESTART but keeps counting the probes already sent
     (breaks R-UPD-11)."""
 
-    def _keepalive_reset(self, conn: Any, old: TcpOffloadStateCached, new: TcpOffloadStateCached) -> None:
-        probes = conn._ka_probes
-        super()._keepalive_reset(conn, old, new)
-        conn._ka_probes = probes
+    def _process_update(self, mbl: MiniportOffloadBlockList) -> None:
+        probes = {ctx: ctx.conn._ka_probes for ctx in _tcp_ctxs(mbl)}
+        super()._process_update(mbl)
+        for ctx, n in probes.items():
+            ctx.conn._ka_probes = n
 
 
 class KeepAliveNeverDisabled(OffloadTarget):

@@ -2023,8 +2023,6 @@ class OffloadTarget(MiniportDriver):
                     ctx.cached = _clone(c)
                     # Nagle/keepalive switches, KA timers, MaxRT and the flag-driven actions reach the engine.
                     ctx.conn.update_cached(ctx.cached, self.scheduler.now, self.params.ticks_per_second)
-                    if c.flags & TcpCachedFlags.MAX_RT_RESTART:
-                        self._keepalive_reset(ctx.conn, old, c)
                     nagle = TcpCachedFlags.NAGLING_ENABLED
                     if old.flags & nagle and not c.flags & nagle and ctx.conn.cfg.nodelay_pushes:
                         ctx.conn.push(self.scheduler.now)  # what Nagle held goes out now (sent by _pump)
@@ -2036,19 +2034,6 @@ class OffloadTarget(MiniportDriver):
         for t in touched:
             if t.phase is Phase.OFFLOADED:
                 self._pump(t)  # UPDATE_RCV_WND may have queued a window update
-
-    def _keepalive_reset(self, conn: Connection, old: TcpOffloadStateCached, new: TcpOffloadStateCached) -> None:
-        """R-UPD-11: with TCP_FLAG_MAX_RT_RESTART, a changed KaProbeCount restarts KeepAlive.ProbeCount and a
-        changed KaTimeout / KaInterval restarts KeepAlive.TimeoutDelta with the new values (the engine's
-        update_cached does so only for KEEP_ALIVE_RESTART)."""
-        if not new.flags & TcpCachedFlags.KEEP_ALIVE_ENABLED:
-            return
-        if new.ka_probe_count != old.ka_probe_count:
-            conn._ka_probes = 0
-        if (new.ka_timeout, new.ka_interval) != (old.ka_timeout, old.ka_interval):
-            cfg = conn.cfg
-            conn._ka_deadline = self.scheduler.now + (cfg.keepalive_interval_ns if conn._ka_probes
-                                                       else cfg.keepalive_idle_ns)
 
     def invalidate_offload(self, adapter_context: Any, mbl: MiniportOffloadBlockList) -> None:
         self.scheduler.call_soon(self._process_invalidate, mbl, label="target invalidate")

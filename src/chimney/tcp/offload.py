@@ -344,8 +344,19 @@ def update_cached(conn: Connection, cached: TcpOffloadStateCached, now: int, tic
     elif f & TcpCachedFlags.KEEP_ALIVE_RESTART or (not old.keepalive and ka_on):
         conn._ka_probes = 0
         conn._ka_deadline = now + conn.cfg.keepalive_idle_ns
-    if f & TcpCachedFlags.MAX_RT_RESTART and conn._rtx_first >= 0:
-        conn._rtx_first = now
+    if f & TcpCachedFlags.MAX_RT_RESTART:
+        if conn._rtx_first >= 0:
+            conn._rtx_first = now
+        # R-UPD-11: under MAX_RT_RESTART a changed KaProbeCount restarts the probe count and a changed
+        # KaTimeout/KaInterval restarts the keepalive timer with the new values.
+        new = conn.cfg
+        if ka_on and old.keepalive:
+            if new.keepalive_count != old.keepalive_count:
+                conn._ka_probes = 0
+            if (new.keepalive_idle_ns, new.keepalive_interval_ns) != (old.keepalive_idle_ns,
+                                                                      old.keepalive_interval_ns):
+                conn._ka_deadline = now + (new.keepalive_interval_ns if conn._ka_probes
+                                           else new.keepalive_idle_ns)
     if f & TcpCachedFlags.UPDATE_RCV_WND and cached.initial_rcv_wnd != old.rcv_buf:
         before = conn.rcv_adv_max
         conn._rcv_window()
