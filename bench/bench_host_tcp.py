@@ -4,7 +4,7 @@ Prints wall-clock Mbit/s and µs per data segment for the full host stack (socke
 frame codec + emulated link), and the ratio against the bare TCP engine measured in the same run (two
 `Connection`s handing `TcpSegment`s to each other: no framing, no checksums, no link, no scheduler).
 
-    python bench/bench_host_tcp.py [megabytes]
+    python bench/bench_host_tcp.py [--quick] [megabytes]
 """
 
 from __future__ import annotations
@@ -93,16 +93,26 @@ def bare_engine(mtu: int, nbytes: int) -> tuple[float, int]:
     return dt, segs
 
 
-def main() -> None:
-    mb = float(sys.argv[1]) if len(sys.argv) > 1 else 8.0
-    nbytes = int(mb * 1_000_000)
+def run(quick: bool = False, mb: float | None = None) -> dict[str, float]:
+    """Host-stack and bare-engine goodput per MTU, and their ratio (same run)."""
+    nbytes = int((mb if mb is not None else (2.0 if quick else 8.0)) * 1_000_000)
     print(f"bulk transfer of {nbytes / 1e6:.1f} MB, one direction, wall clock")
     print(f"{'MTU':>6} {'host Mbit/s':>12} {'host µs/seg':>12} {'engine Mbit/s':>14} {'engine µs/seg':>14} {'host/engine':>12}")
+    out: dict[str, float] = {}
     for mtu in (1500, 9000, 65535):
         dt_h, segs_h = host_stack(mtu, nbytes)
         dt_e, segs_e = bare_engine(mtu, nbytes)
+        out[f"mtu{mtu}_host_mbps"] = nbytes * 8 / dt_h / 1e6
+        out[f"mtu{mtu}_engine_mbps"] = nbytes * 8 / dt_e / 1e6
+        out[f"mtu{mtu}_host_over_engine"] = dt_h / dt_e
         print(f"{mtu:>6} {nbytes * 8 / dt_h / 1e6:>12.1f} {dt_h / segs_h * 1e6:>12.1f} "
               f"{nbytes * 8 / dt_e / 1e6:>14.1f} {dt_e / segs_e * 1e6:>14.1f} {dt_h / dt_e:>11.2f}x")
+    return out
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if a != "--quick"]
+    run("--quick" in sys.argv, float(args[0]) if args else None)
 
 
 if __name__ == "__main__":

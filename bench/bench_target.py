@@ -258,9 +258,11 @@ def many(n_conns: int, measure_memory: bool) -> float:
     return result
 
 
-def main() -> None:
-    mb = int(sys.argv[1]) if len(sys.argv) > 1 else 8
-    n_conns = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
+def run(quick: bool = False, mb: int | None = None, n_conns: int | None = None) -> dict[str, float]:
+    """Bulk through the target (verifier OFF / STRICT) vs the plain engine pair; cost and memory per
+    connection in one large initiate tree."""
+    mb = mb if mb is not None else (2 if quick else 8)
+    n_conns = n_conns if n_conns is not None else (1000 if quick else 10_000)
     total = mb << 20
     plain = plain_transfer(total)
     off = offload_transfer(total, Mode.OFF)
@@ -272,6 +274,14 @@ def main() -> None:
     cpu = many(n_conns, False)
     mem = many(n_conns, True)
     print(f"{n_conns} connections in one initiate tree: {cpu * 1e6:.1f} us CPU and {mem / 1024:.1f} KiB per connection")
+    return {"plain_gbps": gbps(plain), "target_off_gbps": gbps(off), "target_strict_gbps": gbps(strict),
+            "off_ratio": plain / off, "strict_ratio": plain / strict, "us_per_conn_initiate": cpu * 1e6,
+            "kib_per_conn": mem / 1024}
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if a != "--quick"]
+    run("--quick" in sys.argv, int(args[0]) if args else None, int(args[1]) if len(args) > 1 else None)
 
 
 if __name__ == "__main__":

@@ -76,17 +76,27 @@ def reference(total: int, mss: int) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    mb = int(sys.argv[1]) if len(sys.argv) > 1 else 64
-    total = mb * 1024 * 1024
-    for label, mss, mtu in (("MTU 1500", 1460, 1500), ("64 KB segments", 65495, 65535)):
+def run(quick: bool = False, mb: int | None = None) -> dict[str, float]:
+    """Goodput and per-segment cost at MTU 1500 and with 64 KB segments, with the bare slicing loop ratio."""
+    total = (mb if mb is not None else (8 if quick else 64)) * 1024 * 1024
+    out: dict[str, float] = {}
+    for key, label, mss, mtu in (("mtu1500", "MTU 1500", 1460, 1500), ("seg64k", "64 KB segments", 65495, 65535)):
         dt, segs = transfer(total, mss, mtu)
         ref = reference(total, mss)
         gbps = total * 8 / dt / 1e9
+        out[f"{key}_gbps"] = gbps
+        out[f"{key}_us_per_segment"] = dt / segs * 1e6
+        out[f"{key}_vs_bare_slicing"] = dt / ref
         print(
             f"{label:15s}: {gbps:6.2f} Gbit/s goodput, {dt / segs * 1e6:6.2f} us/segment "
             f"({segs} segments), {dt / ref:6.1f}x the bare slicing loop"
         )
+    return out
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if a != "--quick"]
+    run("--quick" in sys.argv, int(args[0]) if args else None)
 
 
 if __name__ == "__main__":

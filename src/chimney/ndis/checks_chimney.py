@@ -635,7 +635,9 @@ class ChimneyChecks(BoundaryChecks):
                 if op is Op.INVALIDATE:
                     self.v.check(not node.state, "R-TREE-17", "invalidate completion carries state structures", node)
                 elif op is Op.UPDATE:
-                    if node.dependent_block_list is not None and node.status == _SUCCESS:
+                    if node.dependent_block_list is not None:
+                        # Each path node's own status says whether it moved (the host re-links by the same
+                        # per-node rule), even when the neighbor node itself failed.
                         self._relink(node)
                     # The CACHED variables the target runs with from now on (keepalive on/off: R-TRM-25);
                     # after a failed update they are unknown (the host terminates), so R-TRM-25 stops there.
