@@ -284,7 +284,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         out["skipped"] = why
         return out
     ref_n = (64 if quick else 512) << 20
-    sizes = {"tap_1500": (16 if quick else 48) << 20, "vnet_1500": (128 if quick else 512) << 20,
+    sizes = {"tap_1500": (32 if quick else 128) << 20, "vnet_1500": (128 if quick else 512) << 20,
              "tap_65521": 128 << 20}
     rounds = 1 if quick else 3
     paths = [p for p in PATHS if not (quick and p[0] == "tap_65521")]

@@ -338,6 +338,53 @@ def test_the_batch_is_also_flushed_every_rx_batch_bytes() -> None:
     assert _acks(p.b_out) == [(base + 4 * mss) & 0xFFFFFFFF, (base + 8 * mss) & 0xFFFFFFFF]
 
 
+def _complete_sum(frame: bytes) -> int:
+    """What TapPort's slab path reports: the one's-complement sum of frame[14:] mod 0xFFFF."""
+    body = frame[14:] + (b"\0" if len(frame) & 1 else b"")
+    return int.from_bytes(body, "big") % 0xFFFF
+
+
+def test_header_prediction_hands_a_run_to_gro_without_parsing_and_still_checks_checksums(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import chimney.host.ip as host_ip
+
+    p = _pair()
+    p.ifb.rx_batched = True
+    data, frames = _gro_frames(p, 20)
+    parsed = [0]
+    real = host_ip.parse_frame
+
+    def counting(*a: object, **kw: object) -> object:
+        parsed[0] += 1
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(host_ip, "parse_frame", counting)
+    for f in frames:
+        p.b.ip.input_frame_csum(p.ifb, memoryview(f), _complete_sum(f))
+    p.b.ip.drain_end()
+    assert parsed[0] == 1  # only the first frame of the run was parsed
+    assert p.b.tcp.counters.gro_merged == 18 and p.b.tcp.counters.segs_in >= 20
+    assert p.drain_server() == data
+    assert _acks(p.b_out) == [(p.ta.conn.snd_nxt + len(data)) & 0xFFFFFFFF]
+
+
+def test_header_prediction_never_passes_a_corrupted_frame() -> None:
+    p = _pair()
+    p.ifb.rx_batched = True
+    mss = p.ta.conn.snd_mss
+    data, frames = _gro_frames(p, 10)
+    bad = bytearray(frames[5])
+    bad[-1] ^= 0xFF  # payload corrupted on the wire: the port's complete sum no longer matches
+    frames[5] = bytes(bad)
+    for f in frames:
+        p.b.ip.input_frame_csum(p.ifb, memoryview(f), _complete_sum(f))
+    p.b.ip.drain_end()
+    assert p.b.ip.parse_drops.counts.get(DropReason.BAD_TCP_CHECKSUM) == 1
+    assert p.drain_server() == data[: 5 * mss]  # 6..9 wait out of order for the retransmission
+    assert _acks(p.b_out)[-1] == (p.ta.conn.snd_nxt + 5 * mss) & 0xFFFFFFFF
+
+
 # -- send: TSO -----------------------------------------------------------------------------------------
 
 

@@ -540,6 +540,7 @@ class Scenario:
 # After Scenario and Bench exist: scenarios_data / scenarios_ops import them (the package imports this first).
 from chimney.conformance.scenarios_data import DATA_SCENARIOS  # noqa: E402
 from chimney.conformance.scenarios_ops import OPS_SCENARIOS  # noqa: E402
+from chimney.conformance.scenarios_sec import SEC_SCENARIOS  # noqa: E402
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("offload-established", offload_established),
@@ -560,4 +561,5 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("forward-during-offload", forward_during_offload),
     *OPS_SCENARIOS,  # query / update / invalidate / statistics / timers (scenarios_ops.py)
     *DATA_SCENARIOS,  # posted receives, disconnects, forwarding, special receives (scenarios_data.py)
+    *SEC_SCENARIOS,  # blind in-window attack mitigation, recommended data-path behaviour (scenarios_sec.py)
 )

@@ -110,6 +110,10 @@ class HostIp:
         self.error_listeners: list[ErrorListener] = []
         self.neighbor_listeners: list[Callable[[str, Neighbor, bytes | None], None]] = []
         self.drain_listeners: list[Callable[[], None]] = []
+        # Header prediction for `input_frame_csum`: the TCP transport's GRO continuation and the
+        # headers of the last IPv4/TCP data frame handed to it (see _RxHint).
+        self.tcp_gro: Callable[[int, memoryview], bool] | None = None
+        self._rx_hint: tuple[int, Interface, bytes, bytes, bytes, bytes, bytes, int, int] | None = None
         self.parse_drops = DropCounters()
         self.drops: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
@@ -292,7 +296,22 @@ class HostIp:
     def input_frame_csum(self, iface: Interface, frame: memoryview, csum: int) -> None:
         """One received frame with `csum`, the raw one's-complement sum of `frame[14:]` mod 0xFFFF
         (CHECKSUM_COMPLETE, from the port): the TCP checksum is checked against it instead of summing
-        the payload again. Anything but untagged, unpadded IPv4/TCP is verified the ordinary way."""
+        the payload again. Anything but untagged, unpadded IPv4/TCP is verified the ordinary way.
+
+        Header prediction (what Linux GRO does on raw headers): a frame as long as the last TCP data
+        frame handed on, whose Ethernet, IPv4 and TCP headers equal that frame's except the IP ID, the
+        checksums and the sequence number, both checksums right, is given straight to the transport's
+        GRO run (`tcp_gro`) without being parsed; if the transport declines, it is parsed as usual."""
+        h = self._rx_hint
+        if h is not None and h[0] == len(frame) and h[1] is iface:
+            hlen = h[8]
+            if (frame[26:38] == h[4] and frame[42:50] == h[5] and frame[0:18] == h[2] and frame[20:24] == h[3]
+                    and frame[52:hlen] == h[6] and not int.from_bytes(frame[14:34], "big") % 0xFFFF
+                    and not (h[7] + csum) % 0xFFFF):
+                gro = self.tcp_gro
+                if gro is not None and gro(int.from_bytes(frame[38:42], "big"), frame[hlen:]):
+                    self.counters["ip_in"] += 1
+                    return
         f = parse_frame(frame, verify_checksums=False)
         if type(f) is Drop:
             self.parse_drops.add(f)
@@ -307,11 +326,17 @@ class HostIp:
             if f.tcp is not None and f.l2_len == 14 and len(ip) + 14 == len(frame):
                 # A valid IPv4 header sums to 0 (mod 0xFFFF), so `csum` is the TCP segment's own sum.
                 tn = len(ip) - hl  # type: ignore[operator]
-                if (int.from_bytes(f.ip_src + f.ip_dst, "big") + 6 + tn + csum) % 0xFFFF:  # type: ignore[operator]
+                pseudo = int.from_bytes(f.ip_src + f.ip_dst, "big") + 6 + tn  # type: ignore[operator]
+                if (pseudo + csum) % 0xFFFF:
                     self.parse_drops.add(Drop(DropReason.BAD_TCP_CHECKSUM, f"checksum (complete sum {csum:#06x})"))
                     return
                 if f.vlan_id is None and f.eth_dst == iface.mac and iface.vlan_id == 0 and iface.has_address(f.ip_dst):  # type: ignore[arg-type]
                     # `_input_parsed`'s TCP case, inlined: this is the per-segment path.
+                    seg = f.tcp
+                    if hl == 20 and seg.payload:
+                        e = len(frame) - len(seg.payload)
+                        self._rx_hint = (len(frame), iface, bytes(frame[0:18]), bytes(frame[20:24]),
+                                         bytes(frame[26:38]), bytes(frame[42:50]), bytes(frame[52:e]), pseudo, e)
                     self.counters["ip_in"] += 1
                     handler = self.protocols.get(6)
                     if handler is not None:

@@ -50,7 +50,9 @@ def offload_parameters(cfg: TcpConfig, ticks_per_second: int = 1000) -> NdisTcpC
     """NDIS_TCP_CONNECTION_OFFLOAD_PARAMETERS carrying the stack's own delayed-ACK behaviour, so an offloaded
     connection ACKs as the host engine would (R-INIT-12: the target takes TcpDelayedAckTicks and
     TcpAckFrequency from these adapter-wide parameters). Both fields are UCHARs: clamped to 1..255;
-    TcpDelayedAckTicks 0 turns delayed ACKs off."""
+    TcpDelayedAckTicks 0 turns delayed ACKs off. TcpMaximumRetransmissions (UCHAR) and
+    TcpDuplicateAckThreshold carry the stack's retry limit and fast-retransmit threshold, so an offloaded
+    connection gives up and recovers exactly as the host engine would."""
     if cfg.delayed_ack:
         ticks = -(-cfg.delack_timeout_ns * ticks_per_second // NS_PER_S)  # round up: never ACK earlier
         delack = min(max(ticks, 1), 255)
@@ -58,7 +60,9 @@ def offload_parameters(cfg: TcpConfig, ticks_per_second: int = 1000) -> NdisTcpC
     else:
         delack, freq = 0, 1
     return NdisTcpConnectionOffloadParameters(
-        ticks_per_second=ticks_per_second, tcp_delayed_ack_ticks=delack, tcp_ack_frequency=freq
+        ticks_per_second=ticks_per_second, tcp_delayed_ack_ticks=delack, tcp_ack_frequency=freq,
+        tcp_maximum_retransmissions=min(max(cfg.max_retransmissions, 1), 255),
+        tcp_duplicate_ack_threshold=max(cfg.dupack_threshold, 1),
     )
 
 

@@ -572,6 +572,8 @@ class TcpTransport:
         self._pending_segs = 0
         self._pending_bytes = 0
         self._gro: dict[HostPath, list[TcpSegment]] = {}
+        self._gro_tail: list[TcpSegment] | None = None  # the run the last segment in joined (gro_extend)
+        ip.tcp_gro = self.gro_extend
         ip.protocols[IPPROTO_TCP] = self.input
         ip.error_listeners.append(self.icmp_error)
         ip.drain_listeners.append(self.drain_end)
@@ -715,6 +717,7 @@ class TcpTransport:
             self._drop("no_tcp_header")
             return
         self.counters.segs_in += 1
+        self._gro_tail = None
         tcb = self.conns.get((frame.ip_dst, seg.dst_port, frame.ip_src, seg.src_port))  # type: ignore[arg-type]
         if tcb is not None:
             path = tcb.path
@@ -728,13 +731,15 @@ class TcpTransport:
                 if held is not None:
                     if _gro_follows(held[-1], seg):
                         held.append(seg)
+                        self._gro_tail = held
                         if self._pending_segs >= self.rx_batch or self._pending_bytes >= self.rx_batch_bytes:
                             self.drain_end()
                         return
                     self._gro_release(path, gro.pop(path))
                 if seg.flags == ACK and seg.payload and _gro_options_ok(seg.options):
-                    gro[path] = [seg]
+                    gro[path] = self._gro_tail = [seg]
                 else:
+                    self._gro_tail = None
                     # HostPath.input without its flush (that waits for the drain end).
                     conn = path.conn
                     una = conn.snd_una
@@ -759,8 +764,27 @@ class TcpTransport:
         if r is not None:
             self.send_control(frame.ip_dst, frame.ip_src, r)  # type: ignore[arg-type]
 
+    def gro_extend(self, seq: int, payload: memoryview) -> bool:
+        """The IP layer's header-prediction path: a frame whose headers equal, byte for byte, those of
+        the last segment held for GRO except the sequence number (and IP ID / checksums, verified by
+        the caller) continues that run when `seq` follows it. False: take the ordinary path."""
+        held = self._gro_tail
+        if held is None:
+            return False
+        p = held[-1]
+        if p.flags != ACK or (p.seq + len(p.payload)) & MASK != seq:
+            return False
+        self.counters.segs_in += 1
+        held.append(TcpSegment(p.src_port, p.dst_port, seq, p.ack, ACK, p.window, payload, p.options))
+        self._pending_segs += 1
+        self._pending_bytes += len(payload)
+        if self._pending_segs >= self.rx_batch or self._pending_bytes >= self.rx_batch_bytes:
+            self.drain_end()
+        return True
+
     def drain_end(self) -> None:
         """The link finished a burst of received frames: send what the batched connections queued."""
+        self._gro_tail = None
         gro = self._gro
         if gro:
             self._gro = {}

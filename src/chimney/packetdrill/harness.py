@@ -61,14 +61,11 @@ ADAPTER_SETTINGS = frozenset(
 
 
 def adapter_parameters(cfg: TcpConfig) -> Any:
-    """The offload parameters for the stack's settings: `offload_parameters` (delayed ACK) plus
-    TcpMaximumRetransmissions and TcpDuplicateAckThreshold (UCHAR / ULONG: clamped)."""
+    """The adapter-wide offload parameters for the stack's settings (delayed ACK, retry limit, dupACK
+    threshold), re-sent when a script's sysctls change them."""
     from chimney.host.ndis_binding import offload_parameters
 
-    p = offload_parameters(cfg, ticks_per_second=1000)
-    p.tcp_maximum_retransmissions = min(max(cfg.max_retransmissions, 1), 255)
-    p.tcp_duplicate_ack_threshold = max(cfg.dupack_threshold, 1)
-    return p
+    return offload_parameters(cfg, ticks_per_second=1000)
 
 
 def profile_config(name: str) -> TcpConfig:

@@ -603,9 +603,13 @@ class OffloadTarget(MiniportDriver):
     def _end_mitigation(self, ctx: TcpCtx, now: int) -> None:
         """R-SEC-09: an acceptable segment ends the mitigation (and its RST-validation period, R-SEC-03);
         the keepalive timer stops only if the mitigation started it, otherwise normal keepalive resumes."""
-        mit = self._sec.pop(ctx, None)
-        if mit is None or not mit.active:
+        mit = self._sec.get(ctx)
+        if mit is None:
             return
+        mit.rst_challenged = False
+        if not mit.active:
+            return  # only the SYN throttle (R-SEC-05) runs on, per 3 s whatever arrives
+        mit.active = False
         conn = ctx.conn
         if mit.own:
             conn._ka_deadline = None
@@ -614,7 +618,7 @@ class OffloadTarget(MiniportDriver):
             conn._ka_deadline = now + conn.cfg.keepalive_idle_ns
             conn._ka_probes = 0
 
-    def _mitigation_timer(self, ctx: TcpCtx, mit: _Mitigation, now: int) -> None:
+    def _mitigation_timer(self, ctx: TcpCtx, now: int) -> None:
         """R-SEC-07: the mitigation's keepalive expired: a probe every KaInterval (1 s if 0), at most
         KaProbeCount (10 if 0) counting the delegated KeepAlive.ProbeCount; when all went unanswered the
         connection is uploaded in CLOSED state."""
@@ -631,7 +635,6 @@ class OffloadTarget(MiniportDriver):
         conn._send_window_probe(now)
         conn._ka_probes += 1
         conn._ka_deadline = now + (cached.ka_interval * self.tick_ns if cached.ka_interval else SEC_DEFAULT_INTERVAL_NS)
-        del mit
 
     def _sec_export(self, ctx: TcpCtx, dlg: TcpOffloadStateDelegated) -> None:
         """R-SEC-08 holds through the engine's keepalive fields. With keepalive disabled the host cannot
@@ -853,7 +856,7 @@ class OffloadTarget(MiniportDriver):
         if mit is not None and mit.active:
             d = ctx.conn._ka_deadline
             if d is not None and d <= now:
-                self._mitigation_timer(ctx, mit, now)  # before the engine's own keepalive sees the deadline
+                self._mitigation_timer(ctx, now)  # before the engine's own keepalive sees the deadline
         ctx.conn.on_timer(now)
         self._pump(ctx)
 
