@@ -19,7 +19,7 @@ from chimney.links.impair import Impairments
 from chimney.ndis.offload_state import TIMER_NOT_RUNNING, IndicateOffloadEvent, TcpConnectionState
 from chimney.ndis.verifier import Mode, Verifier
 from chimney.net.frame import parse_frame
-from chimney.net.tcp import RST
+from chimney.net.tcp import CWR, ECE, RST
 from chimney.sim.scheduler import NS_PER_S
 from chimney.target.context import PathCtx, TcpCtx
 
@@ -65,7 +65,8 @@ def test_sec_07_is_checked_with_the_defaults_too(builtin_sec: VerifyReport) -> N
 def _caught(cls: str, rule_id: str) -> VerifyReport:
     r = run_battery(load_target(f"{BROKEN_FILE}:{cls}"), seed=1, only=[RULES[rule_id]], quick=True)
     assert r.rule(rule_id).result == FAIL, (cls, rule_id, [(x.id, x.first) for x in r.failed_rules])
-    assert not r.ok
+    # SHOULD / MAY rules: reported as FAIL, but only a broken MUST or a functional failure fails the run.
+    assert r.rule(rule_id).level not in ("MUST", "MUST NOT")
     return r
 
 
@@ -229,14 +230,18 @@ def test_r_rfc_03_newreno_limited_transmit_and_sack_present_ecn_absent() -> None
     conn = ctx.conn
     assert conn.cfg.congestion_control == "newreno" and conn.cfg.limited_transmit
     assert conn.sack_ok and conn.cfg.sack
+    marks: list[tuple[int, int]] = []  # (IPv4 ECN field, TCP ECE|CWR) of every segment the target sends
+
+    def watch(direction: str, frame: bytes, meta: Any) -> None:
+        f = parse_frame(frame, verify_checksums=False)
+        seg = getattr(f, "tcp", None)
+        if direction == "tx" and seg is not None:
+            marks.append(((f.tos or 0) & 0x03, seg.flags & (ECE | CWR)))  # type: ignore[union-attr]
+
+    b.p.link.a.add_observer(watch)
     got = bytearray()
     b.push(c.sa, bytes(range(256)) * 2000, [(c.sb, got)])
     b.run(3000)
     assert conn.stats.fast_retransmits >= 1
-    ecn = [fr for fr in _frames_seen(b) if fr]
-    assert not ecn
-
-
-def _frames_seen(b: Bench) -> list[int]:
-    """ECN bits of the IPv4 TOS and ECE/CWR flags on host A's wire since the observer was added (none)."""
-    return []
+    assert len(marks) > 100
+    assert {m for m in marks} == {(0, 0)}  # no ECT codepoint, no ECE/CWR: ECN absent

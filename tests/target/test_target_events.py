@@ -281,7 +281,11 @@ def test_hardware_failure_during_terminate_r_trm_27_section_6_32() -> None:
     tree = rig.terminate()
     log = rig.host.log
     assert [(n, st) for n, st, _ in rig.host.send_done] == [(n, NdisStatus.REQUEST_ABORTED) for n in nbls]
-    assert log.index(f"send_complete {NdisStatus.REQUEST_ABORTED:#x}") < log.index("terminate_complete")
+    # The R-QRY-09 order: Retrieve/HardwareFailure and Abort first, then the aborted I/O, then the completion.
+    i_retrieve = log.index(f"event {int(RETRIEVE)} {int(TcpUploadReason.HardwareFailure)}")
+    i_abort = log.index(f"event {int(ABORT)} 0")
+    i_sends = log.index(f"send_complete {NdisStatus.REQUEST_ABORTED:#x}")
+    assert i_retrieve < i_abort < i_sends < log.index("terminate_complete")
     t = tree.dependent_block_list.dependent_block_list  # type: ignore[union-attr]
     assert t.status == NdisStatus.FAILURE and t.net_buffer_list_chain is None
     assert rig.target.tcps == {} and not rig.target.neighbors and not rig.target.paths
