@@ -12,11 +12,16 @@ import pytest
 
 from chimney.conformance import VerifyReport, load_target, run_battery
 from chimney.conformance.runner import FAIL, PASS
-from chimney.conformance.scenarios import Bench
+from chimney.conformance.scenarios import Bench, drain
 from chimney.conformance.scenarios_data import DATA_WIRE, DataProbe, _inject, _rcv_nxt
 from chimney.conformance.scenarios_sec import SEC_SCENARIOS, _drop_ports, _idle_pair, _offload_idle
 from chimney.links.impair import Impairments
-from chimney.ndis.offload_state import TIMER_NOT_RUNNING, IndicateOffloadEvent, TcpConnectionState
+from chimney.ndis.offload_state import (
+    TIMER_NOT_RUNNING,
+    IndicateOffloadEvent,
+    TcpConnectionState,
+    TcpUploadReason,
+)
 from chimney.ndis.verifier import Mode, Verifier
 from chimney.net.frame import parse_frame
 from chimney.net.tcp import CWR, ECE, RST
@@ -151,8 +156,8 @@ def test_r_sec_08_keepalive_off_upload_returns_probes_with_an_idle_timer() -> No
 
 
 def test_r_inv_02_invalidated_path_is_marked_invalid_in_its_context() -> None:
-    """R-INV-02: after MiniportInvalidateOffload of a path the target's context for it says invalid, and the
-    connection above it reads that mark (R-INV-03: nothing with data goes out)."""
+    """R-INV-02: after MiniportInvalidateOffload of a path the target's context for it says invalid (the send
+    path reads that mark: R-INV-03), its neighbor stays valid, and the connection above asks for upload."""
     b = _bench()
     c = _idle_pair(b, 5502)
     _offload_idle(b, [c])
@@ -171,10 +176,7 @@ def test_r_inv_02_invalidated_path_is_marked_invalid_in_its_context() -> None:
         b.run(5)
         assert not path.valid
         assert path.neighbor.valid  # only the invalidated object (and what depends on it) is affected
-        sent0 = target.counters.get("tx_invalid_suppressed", 0)
-        c.sa.send(b"x" * 3000)
-        b.run(50)
-        assert target.counters.get("tx_invalid_suppressed", 0) > sent0
+        assert ctx.upload_requested == int(TcpUploadReason.InvalidState)  # the connection above saw it
     finally:
         m.upload = real
     b.upload(c.tcb)
@@ -199,8 +201,10 @@ def _wire_trace(sws_ticks: int, doubt: int) -> tuple[list[bytes], list[int]]:
     frames: list[bytes] = []
     b.p.link.a.add_observer(lambda d, fr, meta: frames.append(bytes(fr)) if d == "tx" else None)
     got = bytearray()
-    b.push(c.sa, bytes(range(256)) * 400, [(c.sb, got)])
-    b.run(3000)
+    data = bytes(range(256)) * 400
+    b.push(c.sa, data, [(c.sb, got)])
+    b.until(lambda: (drain([(c.sb, got)]), len(got) >= len(data))[1], 30, "B to read everything")
+    assert bytes(got) == data
     tcp = [fr for fr in frames if getattr(parse_frame(fr, verify_checksums=False), "tcp", None) is not None]
     return tcp, events
 
@@ -213,7 +217,9 @@ def test_r_init_13_sws_ticks_and_doubt_retransmissions_change_nothing_on_the_wir
     transfer is identical on the wire with very different values, and no InDoubt event is ever indicated."""
     a, ev_a = _wire_trace(1000, 3)
     b, ev_b = _wire_trace(7, 1)
-    assert len(a) > 100
+    seqs = [(t.seq, len(t.payload)) for t in (parse_frame(fr, verify_checksums=False).tcp for fr in a)  # type: ignore[union-attr]
+            if t is not None and len(t.payload)]
+    assert len(seqs) > 50 and len(set(seqs)) < len(seqs)  # retransmissions happened (the doubt count was reached)
     assert a == b
     assert ev_a == ev_b
     assert int(IndicateOffloadEvent.NeighborReachabilityInDoubt) not in ev_a + ev_b
@@ -240,8 +246,10 @@ def test_r_rfc_03_newreno_limited_transmit_and_sack_present_ecn_absent() -> None
 
     b.p.link.a.add_observer(watch)
     got = bytearray()
-    b.push(c.sa, bytes(range(256)) * 2000, [(c.sb, got)])
-    b.run(3000)
+    data = bytes(range(256)) * 2000
+    b.push(c.sa, data, [(c.sb, got)])
+    b.until(lambda: (drain([(c.sb, got)]), len(got) >= len(data))[1], 30, "B to read everything")
+    assert bytes(got) == data
     assert conn.stats.fast_retransmits >= 1
-    assert len(marks) > 100
+    assert len(marks) > 300
     assert {m for m in marks} == {(0, 0)}  # no ECT codepoint, no ECE/CWR: ECN absent

@@ -285,3 +285,13 @@ def test_outbox_is_allocated_by_the_first_segment_and_released_by_pop() -> None:
     segs = c.pop_segments()
     assert len(segs) == 1 and isinstance(segs[0], TcpSegment) and c._out is EMPTY
     assert c.pop_segments() == [] and c.pop_events() == []
+
+
+def test_replace_shares_only_between_equal_changes_of_the_same_type() -> None:
+    """`replace(x=1)` and `replace(x=True)` compare equal but are different settings: no shared result."""
+    from chimney.tcp.config import TcpConfig
+
+    c = TcpConfig()
+    assert c.replace(keepalive=True) is c.replace(keepalive=True)
+    one, true = c.replace(keepalive=1), c.replace(keepalive=True)
+    assert one is not true and type(one.keepalive) is int and type(true.keepalive) is bool

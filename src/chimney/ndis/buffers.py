@@ -29,6 +29,7 @@ with offset == its byte_count. `current_mdl` is None only for an NB without an M
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 from typing import Any
@@ -58,6 +59,26 @@ class _NoSnapshot:
 
 
 NO_SNAPSHOT: Any = _NoSnapshot()  # NetBufferList.nb_snapshot when no structure snapshot is pending
+
+
+class OwnerToken(str):
+    """An owner name as written by one checked hand-off (see chimney.ndis.ownership): equal to the plain
+    name, but a new object per hand-off that also carries the ownership history node (`history`) and
+    SourceHandle (`sh`) of every NBL holding it. The verifier moves a chain that arrives as it left
+    the last crossing by checking and rewriting only `NetBufferList._owner`, one identity test and
+    one store per NBL. Invariant: an NBL whose `_owner` is a token has the token's history and
+    SourceHandle (its own `_history`/`_sh` slots are stale); every public setter of owner, history
+    or SourceHandle first copies the token's values into the NBL and leaves a plain name, so a write
+    by anyone but the verifier's hot path takes the NBL out of its token group."""
+
+    # No __slots__: a str subtype cannot have non-empty ones; the two values live in its __dict__.
+    history: Any
+    sh: Any
+
+
+def plain_owner(owner: str) -> str:
+    """The plain (interned) name behind an owner token."""
+    return sys.intern(str(owner)) if type(owner) is OwnerToken else owner
 
 
 class NblInfo(IntEnum):
@@ -381,21 +402,23 @@ def retreat_net_buffer_data_start(nb: NetBuffer, delta: int) -> None:
 class NetBufferList:
     """NET_BUFFER_LIST: a list of NBs plus per-driver scratch, completion status and OOB info."""
 
+    # owner, history and source_handle are properties over _owner/_history/_sh (see OwnerToken): the
+    # checked hot path reads and writes the slots, everyone else the properties.
     __slots__ = (
+        "_history",
+        "_owner",
+        "_sh",
         "context",
         "first_net_buffer",
         "flags",
-        "history",
         "info",
         "miniport_reserved",
         "nb_snapshot",
         "next",
-        "owner",
         "pool",
         "protocol_reserved",
         "scratch",
         "serial",
-        "source_handle",
         "status",
     )
 
@@ -406,17 +429,60 @@ class NetBufferList:
         self.protocol_reserved: list[Any] = [None, None, None, None]
         self.miniport_reserved: list[Any] = [None, None]
         self.scratch: Any = None
-        self.source_handle: Any = None
+        self._sh: Any = None
         self.status: int = NBL_STATUS_UNSET
         self.info: dict[NblInfo, Any] = {}
         self.flags: int = 0
-        self.owner: str = owner
+        self._owner: str = plain_owner(owner)
         self.pool: Any = None
         self.serial: int = next(_serials)
         # Verifier bookkeeping kept on the NBL itself (a slot is cheaper than a tracker dict lookup):
         # the last ownership hops and the NB-list snapshot taken at hand-off (see ownership.py).
-        self.history: Any = None
+        self._history: Any = None
         self.nb_snapshot: Any = NO_SNAPSHOT
+
+    # -- owner / history / SourceHandle (token-aware, see OwnerToken) ------------------------------------
+
+    @property
+    def owner(self) -> str:
+        """The driver that owns the NBL now (verifier bookkeeping; may be an OwnerToken, equal to the name)."""
+        return self._owner
+
+    @owner.setter
+    def owner(self, value: str) -> None:
+        o = self._owner
+        if type(o) is OwnerToken:
+            self._history = o.history
+            self._sh = o.sh
+        self._owner = plain_owner(value)
+
+    @property
+    def history(self) -> Any:
+        """The ownership history node (see chimney.ndis.ownership.history_hops)."""
+        o = self._owner
+        return o.history if type(o) is OwnerToken else self._history
+
+    @history.setter
+    def history(self, value: Any) -> None:
+        o = self._owner
+        if type(o) is OwnerToken:
+            self._sh = o.sh
+            self._owner = plain_owner(o)
+        self._history = value
+
+    @property
+    def source_handle(self) -> Any:
+        """SourceHandle: NDIS-private routing of completions, (binding, previous) per crossing."""
+        o = self._owner
+        return o.sh if type(o) is OwnerToken else self._sh
+
+    @source_handle.setter
+    def source_handle(self, value: Any) -> None:
+        o = self._owner
+        if type(o) is OwnerToken:
+            self._history = o.history
+            self._owner = plain_owner(o)
+        self._sh = value
 
     def net_buffers(self) -> Iterator[NetBuffer]:
         nb = self.first_net_buffer

@@ -355,69 +355,78 @@ class BoundaryChecks:
         """R-NBL-02: the sender owns every NBL it passes; NDIS stamps SourceHandle and counts the NBLs.
 
         The NB structure (R-NBL-03) is snapshotted only where the creator sends (not at IM re-sends)."""
+        self.send_nbls(binding, head, what)
+
+    def send_nbls(self, binding: Binding, head: NetBufferList | None, what: str) -> None:
+        """The body of `send` (NdisSendNetBufferLists calls it directly unless a subclass hooks send)."""
         if head is None:
             raise NdisUsageError(f"{what} with an empty chain")
         frm = binding.protocol.name
         to = binding.adapter.owner
         self.hot[COV_NBL_02] += 1
+        t0 = head._owner
+        tok = type(t0) is OwnerToken
+        if tok:
+            h0 = t0.history
+            sh0 = t0.sh
+        else:
+            h0 = head._history
+            sh0 = head._sh
         hop = (what, frm, to)
-        h0 = head.history
-        h1 = (h0, hop, h0[2] + 1) if h0 is not None and h0[2] < MAX_HISTORY_DEPTH else push_history(h0, hop)
-        sh0 = head.source_handle
         stamp = (binding, sh0)
-        t0 = head.owner
         t1 = OwnerToken(to)
+        t1.history = (h0, hop, h0[2] + 1) if h0 is not None and h0[2] < MAX_HISTORY_DEPTH else push_history(h0, hop)
+        t1.sh = stamp
         creator = binding.upper_adapter is None
         n = 0
         nbl: NetBufferList | None = head
-        if type(t0) is OwnerToken and t0 == frm:
+        if tok and t0 == frm:
+            # Holders of t0 share owner, history and SourceHandle: one identity test and one store each.
             if creator:
                 for n in _COUNT:  # noqa: B007 (n counts the NBLs moved)
-                    nbl.owner = t1  # type: ignore[union-attr]
-                    nbl.history = h1  # type: ignore[union-attr]
-                    nbl.source_handle = stamp  # type: ignore[union-attr]
+                    nbl._owner = t1  # type: ignore[union-attr]
                     nb = nbl.first_net_buffer  # type: ignore[union-attr]
                     nbl.nb_snapshot = nb if nb is not None and nb.next is None else nb_snapshot_of(nb)  # type: ignore[union-attr]
                     nbl = nbl.next  # type: ignore[union-attr]
-                    if nbl is None or nbl.owner is not t0:
+                    if nbl is None or nbl._owner is not t0:
                         break
             else:
                 for n in _COUNT:  # noqa: B007
-                    nbl.owner = t1  # type: ignore[union-attr]
-                    nbl.history = h1  # type: ignore[union-attr]
-                    nbl.source_handle = stamp  # type: ignore[union-attr]
+                    nbl._owner = t1  # type: ignore[union-attr]
                     nbl = nbl.next  # type: ignore[union-attr]
-                    if nbl is None or nbl.owner is not t0:
+                    if nbl is None or nbl._owner is not t0:
                         break
         while nbl is not None:
-            if nbl.owner != frm:
-                self._send_not_owned(head, nbl, frm, what)
-            h = nbl.history
-            sh = nbl.source_handle
-            if h is h0 and sh is sh0:
-                nbl.owner = t1
-                nbl.history = h1
-                nbl.source_handle = stamp
+            o = nbl._owner
+            if o != frm:
+                self._send_not_owned(head, nbl, frm, what, n)
+            if type(o) is OwnerToken:
+                h = o.history
+                sh = o.sh
             else:
-                nbl.owner = to
-                nbl.history = push_history(h, hop)
-                nbl.source_handle = (binding, sh)
+                h = nbl._history
+                sh = nbl._sh
+            if h is h0 and sh is sh0:
+                nbl._owner = t1
+            else:
+                nbl._owner = to
+                nbl._history = push_history(h, hop)
+                nbl._sh = (binding, sh)
             if creator:
                 nbl.nb_snapshot = nb_snapshot_of(nbl.first_net_buffer)
             n += 1
             nbl = nbl.next
         binding.sends_out += n
 
-    def _send_not_owned(self, head: NetBufferList, bad: NetBufferList, frm: str, what: str) -> None:
+    def _send_not_owned(self, head: NetBufferList, bad: NetBufferList, frm: str, what: str, _n: int = 0) -> None:
         """R-NBL-02 broken at a send. When that raises, the NBLs before `bad` lose the SourceHandle stamp
         and snapshot this send gave them (they were never counted nor passed down)."""
         if self.v.mode is Mode.STRICT:
             nbl: NetBufferList | None = head
             while nbl is not None and nbl is not bad:
                 sh = nbl.source_handle
-                nbl.source_handle = sh[1]
+                nbl.source_handle = sh[1]  # (the setter leaves a plain owner: no longer a token holder)
                 nbl.nb_snapshot = NO_SNAPSHOT
-                nbl.owner = plain_owner(nbl.owner)  # its SourceHandle changed: no longer a token holder
                 nbl = nbl.next
         self.tracker.not_owned(bad, frm, "R-NBL-02", what)
 
@@ -426,48 +435,57 @@ class BoundaryChecks:
         NDIS sent it there: SourceHandle), pop SourceHandle, ownership back to the sender, R-NBL-03 where
         the sender created the NBLs; split by binding (`delivered` then runs per group). Bad NBLs are
         dropped (counted) when the verifier records instead of raising."""
+        return self.complete_nbls(adapter, head, what)
+
+    def complete_nbls(
+        self, adapter: Adapter, head: NetBufferList, what: str
+    ) -> list[tuple[Binding, NetBufferList, int]]:
+        """The body of `complete` (NdisMSendNetBufferListsComplete calls it directly unless hooked)."""
         self.hot[COV_NBL_01] += 1
         owner = adapter.owner
-        sh0 = head.source_handle
+        t0 = head._owner
+        tok = type(t0) is OwnerToken
+        if tok:
+            h0 = t0.history
+            sh0 = t0.sh
+        else:
+            h0 = head._history
+            sh0 = head._sh
         if type(sh0) is not tuple or sh0[0].adapter is not adapter:
             return self._complete_slow(adapter, head, what, [], None, None, None, 0)
         b: Binding = sh0[0]
         prev0 = sh0[1]
         to = b.protocol.name
         hop = (what, owner, to)
-        h0 = head.history
         h1 = (h0, hop, h0[2] + 1) if h0 is not None and h0[2] < MAX_HISTORY_DEPTH else push_history(h0, hop)
-        t0 = head.owner
         t1 = OwnerToken(to)
+        t1.history = h1
+        t1.sh = prev0
         unset = NBL_STATUS_UNSET
         creator = b.upper_adapter is None
         tracker = self.tracker
         no_snap = NO_SNAPSHOT
         n = 0
         nbl: NetBufferList | None = head
-        if type(t0) is OwnerToken and t0 == owner and head.status != unset:
-            # SourceHandle and Status are still read per NBL: a target must not touch the one and must
-            # write the other.
+        if tok and t0 == owner and head.status != unset:
+            # Holders of t0 share SourceHandle sh0 (a target that writes it takes its NBL out of the
+            # group); Status is still read per NBL: a target must write it (R-NBL-01).
             if creator:
                 for n in _COUNT:  # noqa: B007
-                    nbl.owner = t1  # type: ignore[union-attr]
-                    nbl.history = h1  # type: ignore[union-attr]
-                    nbl.source_handle = prev0  # type: ignore[union-attr]
+                    nbl._owner = t1  # type: ignore[union-attr]
                     snap = nbl.nb_snapshot  # type: ignore[union-attr]
                     nbl.nb_snapshot = no_snap  # type: ignore[union-attr]
                     nb = nbl.first_net_buffer  # type: ignore[union-attr]
                     if nb is not snap or nb.next is not None:  # R-NBL-03; one-NB shape: two compares
                         tracker.check_snapshot(nbl, snap, "R-NBL-03", what)  # type: ignore[arg-type]
                     nbl = nbl.next  # type: ignore[union-attr]
-                    if nbl is None or nbl.owner is not t0 or nbl.source_handle is not sh0 or nbl.status == unset:
+                    if nbl is None or nbl._owner is not t0 or nbl.status == unset:
                         break
             else:
                 for n in _COUNT:  # noqa: B007
-                    nbl.owner = t1  # type: ignore[union-attr]
-                    nbl.history = h1  # type: ignore[union-attr]
-                    nbl.source_handle = prev0  # type: ignore[union-attr]
+                    nbl._owner = t1  # type: ignore[union-attr]
                     nbl = nbl.next  # type: ignore[union-attr]
-                    if nbl is None or nbl.owner is not t0 or nbl.source_handle is not sh0 or nbl.status == unset:
+                    if nbl is None or nbl._owner is not t0 or nbl.status == unset:
                         break
             if nbl is None:
                 return [(b, head, n)]
@@ -478,17 +496,21 @@ class BoundaryChecks:
                 prev = prev.next  # type: ignore[union-attr]
         tuple_ = tuple
         while nbl is not None:  # NBL by NBL while they are good and from b
-            sh = nbl.source_handle
-            if type(sh) is not tuple_ or sh[0] is not b or nbl.owner != owner or nbl.status == unset:
-                break
-            h = nbl.history
-            if h is h0 and sh is sh0:
-                nbl.owner = t1
-                nbl.history = h1
+            o = nbl._owner
+            if type(o) is OwnerToken:
+                h = o.history
+                sh = o.sh
             else:
-                nbl.owner = to
-                nbl.history = push_history(h, hop)
-            nbl.source_handle = sh[1]
+                h = nbl._history
+                sh = nbl._sh
+            if type(sh) is not tuple_ or sh[0] is not b or o != owner or nbl.status == unset:
+                break
+            if h is h0 and sh is sh0:
+                nbl._owner = t1
+            else:
+                nbl._owner = to
+                nbl._history = push_history(h, hop)
+                nbl._sh = sh[1]
             if creator:
                 snap = nbl.nb_snapshot
                 nbl.nb_snapshot = no_snap

@@ -23,6 +23,9 @@ _SEND = "tests/ndis/test_checks_chimney_send.py"
 _IND = "tests/ndis/test_checks_chimney_ind_evt.py"
 _IM = "tests/ndis/test_checks_chimney_im.py"
 _CORE_OFF = "tests/ndis/test_core_offload.py"
+_SEC = "tests/conformance/test_rules_sec.py"
+# A SHOULD the built-in target deliberately does not follow (or follows in part); the test shows the behaviour chosen.
+_DEVIATION = "documented deviation: "
 
 _WIRE = "needs observation of segments on the wire, not of NDIS calls"
 _INTERNAL = "internal target state/timing that never crosses the NDIS boundary"
@@ -466,6 +469,19 @@ COVERAGE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     # ---------------------------------------------------------------- RFC (hardware only)
     "R-RFC-04": (UNCHECKABLE, "64-bit PCI addressing is a property of DMA hardware; a software target has none", ()),
+    # ---------------------------------------------------------------- documented deviations (SHOULD)
+    "R-RFC-03": (TEST, "NewReno, limited transmit and SACK present; " + _DEVIATION + "no ECN (RFC 3168: no ECT "
+                 "codepoint, no ECE/CWR) and no SWS timer (see R-INIT-13)",
+                 (f"{_SEC}::test_r_rfc_03_newreno_limited_transmit_and_sack_present_ecn_absent",)),
+    "R-INIT-13": (TEST, _DEVIATION + "no SWS prevention timer (TcpSwsPreventionTicks unused: sub-MSS data waits "
+                  "for an ACK or the persist timer) and reaching TcpDoubtReachabilityRetransmissions indicates "
+                  "nothing (NeighborReachabilityInDoubt is reserved, R-NBR-07 / §6 item 11; the R-NBR-04 staleness "
+                  "test runs before every send anyway)",
+                  (f"{_SEC}::test_r_init_13_sws_ticks_and_doubt_retransmissions_change_nothing_on_the_wire",)),
+    "R-SEC-08": (TEST, "`chimney verify` checks it in conformance scenario sec-keepalive-interplay (keepalive on); "
+                 + _DEVIATION + "with KEEP_ALIVE_ENABLED clear an upload during mitigation returns the probes sent "
+                 "with TimeoutDelta -1 (the host cannot run a keepalive it switched off; R-TRM-25)",
+                 (f"{_SEC}::test_r_sec_08_keepalive_off_upload_returns_probes_with_an_idle_timer",)),
 }
 
 

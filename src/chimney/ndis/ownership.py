@@ -10,19 +10,19 @@ shared per chain):
 - History: `nbl.history` is an immutable node (parent, hop, depth); a hand-off builds one node for
   the chain and every NBL takes it. Nodes are read (`history_hops`) only for reports and tests.
 - Owner tokens: a checked hand-off writes an `OwnerToken` (equal to the owner's name, a new object
-  per hand-off) into every NBL it moves with the shared node. The next hand-off of the chain then
-  proves "owned by frm, history node h0, SourceHandle sh0" with one identity test per NBL.
+  per hand-off, carrying the shared history node and SourceHandle, see chimney.ndis.buffers) into
+  every NBL it moves. The next hand-off of the chain then proves "owned by frm, history node h0,
+  SourceHandle sh0" with one identity test per NBL and moves it with one store.
 - Coverage counts once per chain hand-off; strings are only built when a check fails.
 `chimney.ndis.core` fuses the same steps with SourceHandle stamping into one pass per crossing.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from typing import Any
 
-from chimney.ndis.buffers import NDIS_OWNER, NO_SNAPSHOT, NetBuffer, NetBufferList
+from chimney.ndis.buffers import NDIS_OWNER, NO_SNAPSHOT, NetBuffer, NetBufferList, OwnerToken, plain_owner
 from chimney.ndis.verifier import Mode, Verifier
 
 __all__ = [
@@ -45,22 +45,6 @@ _OFF = Mode.OFF
 
 Hop = tuple[str, str, str]  # (op, frm, to)
 HistoryNode = tuple[Any, Hop, int]  # (parent node or None, hop, depth)
-
-
-class OwnerToken(str):
-    """An owner name as written by one checked hand-off: equal to the plain name, but a new object
-    per hand-off. Invariant: all NBLs holding the *same* token were moved together and still have
-    the same history node and SourceHandle, so the next hand-off of the chain checks ownership with
-    one identity test per NBL (`nbl.owner is token`). Whatever changes an NBL's history or
-    SourceHandle without moving it on writes a plain name (`plain_owner`) instead. A name written
-    directly by anyone else is a plain str, so it never passes the identity test."""
-
-    __slots__ = ()
-
-
-def plain_owner(owner: str) -> str:
-    """The plain (interned) name behind an owner token."""
-    return sys.intern(str(owner)) if type(owner) is OwnerToken else owner
 
 
 def push_history(node: HistoryNode | None, hop: Hop) -> HistoryNode:
@@ -130,27 +114,32 @@ class OwnershipTracker:
         hop = (op, frm, to)
         # Coverage counts one check per hand-off (not per NBL): a per-NBL counter costs ~15% here.
         verifier.count(rule_id)
-        h0 = nbl.history
-        h1 = push_history(h0, hop)
-        t0 = nbl.owner
+        t0 = nbl._owner
+        tok = type(t0) is OwnerToken
+        h0 = t0.history if tok else nbl._history
+        sh0 = t0.sh if tok else nbl._sh
         t1 = OwnerToken(to)
-        if type(t0) is OwnerToken and t0 == frm:
-            # Every holder of t0 is owned by `frm` with history h0: one identity test per NBL.
-            while nbl is not None and nbl.owner is t0:
-                nbl.owner = t1
-                nbl.history = h1
+        t1.history = push_history(h0, hop)
+        t1.sh = sh0
+        if tok and t0 == frm:
+            # Every holder of t0 is owned by `frm` with history h0 and SourceHandle sh0.
+            while nbl is not None and nbl._owner is t0:
+                nbl._owner = t1
                 nbl = nbl.next
-        sh0 = head.source_handle  # type: ignore[union-attr]
         while nbl is not None:
-            if nbl.owner != frm:
+            o = nbl._owner
+            if o != frm:
                 self.not_owned(nbl, frm, rule_id, op)
-            h = nbl.history
-            if h is h0 and nbl.source_handle is sh0:
-                nbl.owner = t1
-                nbl.history = h1
+            if type(o) is OwnerToken:
+                h, sh = o.history, o.sh
             else:
-                nbl.owner = to
-                nbl.history = push_history(h, hop)
+                h, sh = nbl._history, nbl._sh
+            if h is h0 and sh is sh0:
+                nbl._owner = t1
+            else:
+                nbl._owner = to
+                nbl._history = push_history(h, hop)
+                nbl._sh = sh
             nbl = nbl.next
 
     def not_owned(self, nbl: NetBufferList, frm: str, rule_id: str, op: str) -> None:
@@ -310,8 +299,7 @@ class OwnershipTracker:
 
     def forget(self, nbl: NetBufferList) -> None:
         self._live.pop(nbl.serial, None)
-        nbl.owner = plain_owner(nbl.owner)  # its history goes: it no longer shares a token's
-        nbl.history = None
+        nbl.history = None  # (the setter also takes it out of its token group)
         nbl.nb_snapshot = NO_SNAPSHOT
 
     def outstanding(self, owner: str) -> list[NetBufferList]:

@@ -495,7 +495,7 @@ class OffloadTarget(MiniportDriver):
         # all-flags segment at RCV.NXT is an acceptable RST (R-EVT-02), not an in-order SYN (R-RX-02).
         if flags & (SYN | URG) and not flags & RST and self._special_segment(ctx, seg, frame):
             return
-        mit = self._sec.get(ctx)
+        mit = self._sec.get(ctx) if self._sec else None
         ends_mitigation = mit is not None and bool(flags & ACK) and self._acceptable(conn, seg)
         self.counters["rx_steered"] += 1
         v6 = ctx.path.v6

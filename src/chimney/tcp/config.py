@@ -105,7 +105,9 @@ class TcpConfig:
         if not changes:
             return self
         try:
-            key = (self, tuple(sorted(changes.items())))
+            # The value's type is part of the key: replace(x=1) and replace(x=True) compare equal but must
+            # not share a result.
+            key = (self, tuple(sorted((k, type(v).__name__, v) for k, v in changes.items())))
             hit = _REPLACED.get(key)
         except TypeError:  # an unhashable value: no sharing, still a correct config
             return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
