@@ -873,7 +873,9 @@ def offload_statistics(b: Bench, quick: bool) -> None:
     got8 = [delta("out_segments", 64), delta("retransmitted_segments", 32), delta("out_resets", 32)]
     v.check(got8 == want, "R-STAT-08", f"(OutSegments, RetransmittedSegments, OutResets) added {got8}, the "
             f"target's segments on the wire say {want}")
-    v.check(want[1] > 0 and want[2] == 1, "R-STAT-08", f"scenario did not produce retransmissions and one RST: {want}")
+    # A setup precondition, not the target's fault: the lossy transfer must retransmit and the abort send one RST.
+    b.expect(want[1] > 0 and want[2] == 1, f"the statistics scenario did not produce retransmissions and exactly "
+             f"one RST on the wire (segments, retransmitted, RSTs = {want})")
     rst = delta("reset_established", 32)
     v.check(rst == 2, "R-STAT-09", f"ResetEstablished added {rst}; two ESTABLISHED connections went straight to "
             "CLOSED (peer RST, our abort)")

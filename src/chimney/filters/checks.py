@@ -95,6 +95,9 @@ def _same_ref(a: Any, b: Any) -> bool:
 class ImChecks(ChimneyChecks):
     """ChimneyChecks plus the IM rules. Exists only while the verifier is on, like its base."""
 
+    # send/complete/delivered add checks only for chimney I/O (_IO_CALLS / _IO_COMPLETIONS).
+    NORMAL_NBL_PASSTHROUGH = ("send", "complete", "delivered")
+
     def __init__(self, ndis: Ndis) -> None:
         super().__init__(ndis)
         # id(IM own handle) -> (own handle, upper NdisOffloadHandleRef) for every object offloaded via an IM.

@@ -285,6 +285,7 @@ class ChimneyChecks(BoundaryChecks):
     failing; a subclass with `ADVISORY = frozenset()` enforces them too."""
 
     ADVISORY: frozenset[str] = frozenset({"R-OFF-12", "R-OFF-28"})
+    NORMAL_NBL_PASSTHROUGH = ("complete",)  # complete() adds checks only for chimney I/O completions
     TREE_HISTORY = 32  # completed trees kept for the R-TREE-04 write-after-completion check
     HISTORY = 8192  # returned / failed-offload NBLs and dead objects remembered for R-TRM-23 / R-OFF-23
 

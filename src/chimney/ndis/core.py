@@ -91,7 +91,6 @@ from chimney.ndis.ownership import (
     OwnershipTracker,
     OwnerToken,
     nb_snapshot_of,
-    plain_owner,
     push_history,
 )
 from chimney.ndis.receive import ReceivePath
@@ -331,9 +330,22 @@ class Binding:
 
 class BoundaryChecks:
     """Every contract check NDIS makes, one method per crossing. Only exists while the verifier is on;
-    later rules go into the method of the crossing they belong to."""
+    later rules go into the method of the crossing they belong to.
+
+    The normal send path (NdisSendNetBufferLists / NdisMSendNetBufferListsComplete) calls `send`,
+    `complete` and `delivered` through `nbl_send`, `nbl_complete` and `nbl_delivered`, bound once
+    here: to the base bodies when every override of that method in the class hierarchy declares
+    (in its class's `NORMAL_NBL_PASSTHROUGH`) that it only adds chimney-I/O checks and passes normal
+    sends straight on, else to the override. That saves a Python call layer per crossing."""
+
+    # Names of the methods (send / complete / delivered) this class overrides only for chimney I/O.
+    NORMAL_NBL_PASSTHROUGH: tuple[str, ...] = ()
 
     def __init__(self, ndis: Ndis) -> None:
+        self.nbl_send = self.send_nbls if self._passes_normal_nbls("send") else self.send
+        self.nbl_complete = self.complete_nbls if self._passes_normal_nbls("complete") else self.complete
+        # None: delivered() is not hooked, the core makes its bookkeeping inline.
+        self.nbl_delivered = None if self._passes_normal_nbls("delivered") else self.delivered
         self.ndis = ndis
         self.v = ndis.verifier
         self.tracker = ndis.tracker
@@ -350,6 +362,16 @@ class BoundaryChecks:
     # token) takes the first loop: one identity test per NBL proves owner, history and SourceHandle.
     # Anything else (a new chain, a mixed one, a bad NBL) continues NBL by NBL in the second loop,
     # which makes the full checks. No strings are built unless a check fails.
+
+    @classmethod
+    def _passes_normal_nbls(cls, name: str) -> bool:
+        """True when no class below BoundaryChecks overrides `name` for normal NBL sends."""
+        for c in cls.__mro__:
+            if c is BoundaryChecks:
+                return True
+            if name in c.__dict__ and name not in c.__dict__.get("NORMAL_NBL_PASSTHROUGH", ()):
+                return False
+        return True
 
     def send(self, binding: Binding, head: NetBufferList | None, what: str) -> None:
         """R-NBL-02: the sender owns every NBL it passes; NDIS stamps SourceHandle and counts the NBLs.
@@ -399,7 +421,7 @@ class BoundaryChecks:
         while nbl is not None:
             o = nbl._owner
             if o != frm:
-                self._send_not_owned(head, nbl, frm, what, n)
+                self._send_not_owned(head, nbl, frm, what)
             if type(o) is OwnerToken:
                 h = o.history
                 sh = o.sh
@@ -418,7 +440,7 @@ class BoundaryChecks:
             nbl = nbl.next
         binding.sends_out += n
 
-    def _send_not_owned(self, head: NetBufferList, bad: NetBufferList, frm: str, what: str, _n: int = 0) -> None:
+    def _send_not_owned(self, head: NetBufferList, bad: NetBufferList, frm: str, what: str) -> None:
         """R-NBL-02 broken at a send. When that raises, the NBLs before `bad` lose the SourceHandle stamp
         and snapshot this send gave them (they were never counted nor passed down)."""
         if self.v.mode is Mode.STRICT:
@@ -1467,7 +1489,7 @@ class Ndis(ReceivePath):
         adapter = binding.adapter
         chk = self._chk
         if chk is not None:
-            chk.send(binding, nbl_chain, "NdisSendNetBufferLists")
+            chk.nbl_send(binding, nbl_chain, "NdisSendNetBufferLists")
         elif adapter.stamp:
             nbl: NetBufferList | None = nbl_chain
             while nbl is not None:
@@ -1492,8 +1514,16 @@ class Ndis(ReceivePath):
         chk = self._chk
         if chk is not None:
             what = "NdisMSendNetBufferListsComplete"
-            for b, head, n in chk.complete(miniport_handle, nbl_chain, what):
-                chk.delivered(b, head, n, what)
+            delivered = chk.nbl_delivered
+            for b, head, n in chk.nbl_complete(miniport_handle, nbl_chain, what):
+                if delivered is None:  # BoundaryChecks.delivered, inline
+                    hot = chk.hot
+                    hot[COV_NBL_02] += 1
+                    if b.upper_adapter is None:
+                        hot[COV_NBL_03] += 1
+                    b.sends_out -= n
+                else:
+                    delivered(b, head, n, what)
                 b.protocol.send_net_buffer_lists_complete(b.context, head, flags)
             return
         if not miniport_handle.stamp:
