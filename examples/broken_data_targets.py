@@ -18,6 +18,8 @@ from chimney.net.frame import parse_frame
 from chimney.net.tcp import RST, SYN
 from chimney.target import OffloadTarget
 from chimney.target.context import PathCtx, TcpCtx
+from chimney.target.miniport import NDIS_MAC_OPTION_8021P_PRIORITY, OID_GEN_MAC_OPTIONS
+from chimney.tcp.buffers import SendBuffer
 
 MASK = 0xFFFFFFFF
 _BYTES = NblInfo.TcpOffloadBytesTransferred
@@ -78,13 +80,18 @@ class PushTimerNotRestarted(OffloadTarget):
 
 
 class LateFullCompletion(OffloadTarget):
-    """Holds every receive completion for 30 ms, full requests included (breaks R-RECV-07)."""
+    """Holds the completion of every filled (non-empty) receive request for 30 ms (breaks R-RECV-07)."""
 
     def initialize_ex(self, miniport_handle: Any, params: dict[str, Any]) -> NdisStatus:
         st = super().initialize_ex(miniport_handle, params)
         complete = self.h_receive_complete
 
         def later(adapter: Any, nbl: NetBufferList) -> None:
+            nb = nbl.first_net_buffer
+            full = nbl.next is None and nb is not None and nb.data_offset > 0 and nb.data_length == 0
+            if not full:
+                complete(adapter, nbl)
+                return
             self.scheduler.call_later(30_000_000, complete, adapter, nbl, label="late receive completion")
 
         self.h_receive_complete = later
@@ -111,6 +118,42 @@ class ZeroByteRequestsDropped(OffloadTarget):
             self._pump(offload_context)
             return NdisStatus.PENDING
         return super().tcp_offload_receive(adapter_context, offload_context, nbl)
+
+
+class LazyPostAfterRefusal(OffloadTarget):
+    """After a refused indication, queues newly posted requests without starting a delivery pass: the buffered
+    bytes wait for the next segment to arrive (breaks R-RECV-17, §3.6 B.2)."""
+
+    def tcp_offload_receive(self, adapter_context: Any, offload_context: Any, nbl: NetBufferList) -> NdisStatus:
+        ctx = offload_context
+        if not isinstance(ctx, TcpCtx) or not ctx.refused or ctx.rx_busy:
+            return super().tcp_offload_receive(adapter_context, offload_context, nbl)
+        ctx.rx_busy = True  # the built-in then only queues the requests
+        try:
+            return super().tcp_offload_receive(adapter_context, offload_context, nbl)
+        finally:
+            ctx.rx_busy = False
+
+
+class ReversedIndicationMdls(OffloadTarget):
+    """Builds each indication's MDL chain newest segment first, so an indication covering several received
+    segments hands the host their bytes out of arrival order (breaks R-RECV-19)."""
+
+    def _indication_nbl(self, conn: Any, n: int) -> NetBufferList | None:
+        nbl = super()._indication_nbl(conn, n)
+        nb = nbl.first_net_buffer if nbl is not None else None
+        if nb is None or nb.mdl_chain is None or nb.mdl_chain.next is None:
+            return nbl
+        mdls = []
+        m = nb.mdl_chain
+        while m is not None:
+            mdls.append(m)
+            m = m.next
+        mdls.reverse()
+        for a, z in zip(mdls, [*mdls[1:], None], strict=True):
+            a.next = z
+        nb.mdl_chain = nb.current_mdl = mdls[0]
+        return nbl
 
 
 class DropsSegmentsWhileBusy(OffloadTarget):
@@ -162,6 +205,57 @@ class StopsReceivingAfterFin(OffloadTarget):
         if ctx is not None and ctx.conn.fin_seq is not None and len(f.tcp.payload):
             return
         super()._on_frame(frame)
+
+
+class SendsCompletedWithDisconnect(OffloadTarget):
+    """While a graceful disconnect is pending, holds the send completions back and hands those NBLs to
+    NdisTcpOffloadDisconnectComplete, chained before the disconnect's own NBL (breaks R-DISC-11)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: list[NetBufferList] = []
+
+    def _complete_acked(self, ctx: TcpCtx) -> None:
+        if ctx.disconnect is None:
+            super()._complete_acked(ctx)
+            return
+        orig = self.h_send_complete
+
+        def hold(adapter: Any, chain: NetBufferList) -> None:
+            n: NetBufferList | None = chain
+            while n is not None:
+                nxt, n.next = n.next, None
+                self._held.append(n)
+                n = nxt
+
+        self.h_send_complete = hold
+        try:
+            super()._complete_acked(ctx)
+        finally:
+            self.h_send_complete = orig
+
+    def _check_disconnect(self, ctx: TcpCtx) -> None:
+        orig = self.h_disconnect_complete
+
+        def with_sends(adapter: Any, nbl: NetBufferList) -> None:
+            held, self._held = self._held, []
+            for a, z in zip(held, [*held[1:], nbl], strict=True):
+                a.next = z
+            orig(adapter, held[0] if held else nbl)
+
+        self.h_disconnect_complete = with_sends
+        try:
+            super()._check_disconnect(ctx)
+        finally:
+            self.h_disconnect_complete = orig
+
+
+class AbortSendsCompletedSuccess(OffloadTarget):
+    """Completes the sends outstanding at an abortive disconnect with SUCCESS instead of REQUEST_ABORTED
+    (breaks R-DISC-04)."""
+
+    def _fail_sends(self, ctx: TcpCtx, status: int) -> None:
+        super()._fail_sends(ctx, NdisStatus.SUCCESS if ctx.abortive else status)
 
 
 class AbortCompletesBeforeSends(OffloadTarget):
@@ -277,6 +371,21 @@ class NoVlanSupport(OffloadTarget):
         self.limits.max_vlans = 0
 
 
+class PriorityDroppedThoughAdvertised(OffloadTarget):
+    """Reports NDIS_MAC_OPTION_8021P_PRIORITY in OID_GEN_MAC_OPTIONS but never inserts the UserPriority
+    (breaks R-VLAN-06)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits.support_8021p = False
+
+    def oid_request(self, adapter_context: Any, request: Any) -> NdisStatus:
+        st = super().oid_request(adapter_context, request)
+        if request.oid == OID_GEN_MAC_OPTIONS and st == NdisStatus.SUCCESS:
+            request.buffer |= NDIS_MAC_OPTION_8021P_PRIORITY
+        return st
+
+
 class WrongUserPriority(OffloadTarget):
     """Tags frames with UserPriority + 1 (breaks R-VLAN-06)."""
 
@@ -360,6 +469,43 @@ class DropsBufferedData(OffloadTarget):
                 finally:
                     s.buffered_data = saved
         return super()._create_tcp(node, parent)
+
+
+class HeadTailAfterLaterSends(OffloadTarget):
+    """Sets aside the part of SendDataHead beyond SndMax at offload and sends it only after the data of the
+    next MiniportTcpOffloadSend (breaks R-OFF-19)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._parked: dict[int, memoryview] = {}
+
+    def _create_tcp(self, node: Any, parent: Any) -> tuple[TcpCtx | None, int]:
+        ctx, st = super()._create_tcp(node, parent)
+        if ctx is None:
+            return ctx, st
+        conn = ctx.conn
+        buf = conn.sndbuf
+        if buf.end > conn.snd_max > buf.start:
+            new = SendBuffer(buf.start)
+            new.append(memoryview(bytes(buf.slice(buf.start, conn.snd_max - buf.start))))
+            self._parked[id(ctx)] = memoryview(bytes(buf.slice(conn.snd_max, buf.end - conn.snd_max)))
+            conn.sndbuf = new
+        return ctx, st
+
+    def tcp_offload_send(self, adapter_context: Any, offload_context: Any, nbl: NetBufferList) -> NdisStatus:
+        parked = self._parked.pop(id(offload_context), None)
+        if parked is None:
+            return super().tcp_offload_send(adapter_context, offload_context, nbl)
+        ctx = offload_context
+        saved = self._pump
+        self._pump = lambda c: None  # type: ignore[method-assign]
+        try:
+            st = super().tcp_offload_send(adapter_context, offload_context, nbl)
+        finally:
+            self._pump = saved  # type: ignore[method-assign]
+        ctx.conn.sndbuf.append(parked)
+        self._pump(ctx)
+        return st
 
 
 class TerminateDropsPendingAck(OffloadTarget):

@@ -18,6 +18,7 @@ from chimney.ndis.offload_state import (
     TcpUploadReason,
 )
 from chimney.ndis.oid import IpOffloadStats, TcpOffloadStats
+from chimney.ndis.status import NdisStatus
 from chimney.target import OffloadTarget
 from chimney.target.context import NeighborCtx, PathCtx, Phase, TcpCtx
 
@@ -358,6 +359,42 @@ class TouchesRefusedHandlers(OffloadTarget):
             self.ndis.m_get_offload_handlers = get  # type: ignore[method-assign]
 
 
+class UsesRefusedHandlersLater(OffloadTarget):
+    """When NdisMGetOffloadHandlers fails it keeps the returned table without looking at it, runs as a plain NIC
+    and reaches for the table's event handler on the next media disconnect (breaks R-INIT-05 later, not
+    during MiniportInitializeEx)."""
+
+    def initialize_ex(self, miniport_handle: Any, params: dict[str, Any]) -> Any:
+        assert self.ndis is not None
+        get = self.ndis.m_get_offload_handlers
+        kept: list[Any] = []
+
+        def keep(handle: Any, chimney_type: int) -> Any:
+            status, table = get(handle, chimney_type)
+            if status != NdisStatus.SUCCESS:
+                kept.append(table)
+            return status, table
+
+        self.ndis.m_get_offload_handlers = keep  # type: ignore[method-assign]
+        try:
+            st = super().initialize_ex(miniport_handle, params)
+        finally:
+            self.ndis.m_get_offload_handlers = get  # type: ignore[method-assign]
+        if st == NdisStatus.SUCCESS or not kept:
+            return st
+        self._kept = kept[0]  # "for when chimney comes back": the bug
+        self.adapter = miniport_handle
+        self.nic.port.set_receiver(self._on_frame)
+        self.nic.port.set_link_listener(self._on_link)
+        return NdisStatus.SUCCESS
+
+    def _on_link(self, up: bool) -> None:
+        kept = getattr(self, "_kept", None)
+        if kept is not None and not up:
+            _ = kept.ndis_tcp_offload_event_handler
+        super()._on_link(up)
+
+
 __all__ = [
     "BacklogFollowsPostedBytes",
     "BacklogSizeLeftEmpty",
@@ -382,4 +419,5 @@ __all__ = [
     "UncountedRetransmissions",
     "UndescaledDelegatedRtt",
     "UnscaledQueriedRtt",
+    "UsesRefusedHandlersLater",
 ]

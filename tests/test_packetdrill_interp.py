@@ -371,31 +371,89 @@ def test_adapter_wide_sysctls_become_new_offload_parameters() -> None:
     assert ctx.conn.cfg.max_retransmissions == 2 and ctx.conn.cfg.dupack_threshold == 5
 
 
-@pytest.mark.parametrize("mode", ["host", "offload"])
-def test_r_tmr_04_chimney_offload_marker_flushes_the_owed_ack(mode: str) -> None:
-    """R-TMR-04: delayed-ACK state does not cross the boundary; the ACK owed for the 50 bytes goes out at
-    the marker in both modes (the host alone would otherwise delay it 200 ms)."""
-    text = (PASSIVE + "+0 < P. 1:51(50) ack 1 win 65535\n+0 read(4, ..., 100) = 50\n+.05 chimney_offload\n"
-            "+0 > . 1:1(0) ack 51 win 65535\n")
-    r = Runner(parse_script(text, "t.pkt"), mode=mode)
-    res = r.run()
+# The ACK owed for 50 bytes received at 0.1 s: the host alone sends it when its 200 ms delayed-ACK timer
+# fires (0.3 s); offloading at the 0.15 s marker flushes it then (R-TMR-04).
+OWED_ACK = PASSIVE + "+0 < P. 1:51(50) ack 1 win 65535\n+0 read(4, ..., 100) = 50\n+.05 chimney_offload\n"
+OWED_ACK_BOTH = OWED_ACK + "@offload +0 > . 1:1(0) ack 51 win 65535\n@host +.15 > . 1:1(0) ack 51 win 65535\n"
+
+
+def test_r_tmr_04_offload_at_a_marker_flushes_the_owed_ack() -> None:
+    """R-TMR-04: delayed-ACK state does not cross the boundary: the host sends the ACK it owes for the 50
+    bytes at the hand-over, not 200 ms after the data."""
+    res, r = offload_run(OWED_ACK + "+0 > . 1:1(0) ack 51 win 65535\n")
     assert res.status == "pass", res.message
     assert res.outbound[-1] == "0.150000 . 1:1(0) ack 51 win 65535"
-    if mode == "offload":
-        assert r.h is not None and len(r.h.manager.offloaded()) == 1
-    late = run(text.replace("+.05 chimney_offload\n", ""), mode=mode)
-    assert late.status == "fail" and "nothing was sent" in late.message  # without it: at 0.3 s
+    assert r.h is not None and [t for t, kind, _, _ in r.h.manager.history if kind == "offload"] == [150_000_000]
+    late, _ = offload_run(OWED_ACK.replace("+.05 chimney_offload\n", "") + "+.05 > . 1:1(0) ack 51 win 65535\n")
+    assert late.status == "fail" and "nothing was sent" in late.message  # offloaded at 0.1 s, nothing owed
 
 
-def test_automatic_offload_waits_until_no_ack_is_owed() -> None:
-    """Data on the handshake-completing ACK leaves a delayed ACK owed at establishment: the connection is
-    offloaded once that ACK went out, so the hand-over does not show on the wire."""
-    res, r = offload_run(NO_OPTS + "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n"
+def test_host_mode_does_nothing_at_the_marker() -> None:
+    """The host alone hands nothing over, so nothing flushes its delayed ACK: it goes out at 0.3 s."""
+    flushed = run(OWED_ACK + "+0 > . 1:1(0) ack 51 win 65535\n")
+    assert flushed.status == "fail" and "nothing was sent" in flushed.message
+    host = run(OWED_ACK_BOTH)
+    assert host.status == "pass", host.message
+    assert host.outbound[-1] == "0.300000 . 1:1(0) ack 51 win 65535"
+    assert host.mode_only == {1: "host mode only (line 13: 0.300000 . 1:1(0) ack 51 win 65535)"}
+
+
+def test_mode_both_reports_the_flushed_ack_as_the_expected_r_tmr_04_difference(tmp_path: Path) -> None:
+    (tmp_path / "owed.pkt").write_text(OWED_ACK_BOTH)
+    suite = run_suite([tmp_path], mode="both")
+    if suite.results[1].status == "unsupported":
+        pytest.skip(suite.results[1].message)
+    assert [r.status for r in suite.results] == ["pass", "pass"]
+    assert suite.mode_diffs == {}  # the script states the difference: not a mismatch
+    why = suite.expected_diffs[str(tmp_path / "owed.pkt")]
+    assert why == ["host: host mode only (line 13: 0.300000 . 1:1(0) ack 51 win 65535)",
+                   "offload: R-TMR-04: the owed delayed ACK flushed at the offload "
+                   "(line 12: 0.150000 . 1:1(0) ack 51 win 65535)"]
+    text = format_suite(suite)
+    assert "EXPECTED DIFF" in text and "MODE DIFF" not in text
+    assert text.splitlines()[-1] == "2 passed, 0 failed, 0 unsupported (1 expected mode differences)"
+
+
+DATA_ON_HANDSHAKE_ACK = (NO_OPTS + "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n"
                          "+0 listen(3, 1) = 0\n+0 < S 0:0(0) win 65535 <mss 1460>\n"
                          "+0 > S. 0:0(0) ack 1 win 65535 <mss 1460>\n+.1 < P. 1:11(10) ack 1 win 65535\n"
-                         "+0 accept(3, ..., ...) = 4\n+.2 > . 1:1(0) ack 11 win 65535\n+.1 read(4, ..., 100) = 10\n")
+                         "+0 accept(3, ..., ...) = 4\n+0 read(4, ..., 100) = 10\n"
+                         "@offload +0 > . 1:1(0) ack 11 win 65535\n@host +.2 > . 1:1(0) ack 11 win 65535\n")
+
+
+def test_r_tmr_04_automatic_offload_flushes_the_ack_owed_at_establishment() -> None:
+    """Data on the handshake-completing ACK leaves a delayed ACK owed at establishment: the connection is
+    offloaded at once all the same and the host flushes that ACK at the hand-over (R-TMR-04), where the
+    host alone sends it 200 ms later."""
+    res, r = offload_run(DATA_ON_HANDSHAKE_ACK)
     assert res.status == "pass", res.message
-    assert r.h is not None and [t for t, kind, _, _ in r.h.manager.history if kind == "offload"] == [300_000_000]
+    assert r.h is not None and [t for t, kind, _, _ in r.h.manager.history if kind == "offload"] == [100_000_000]
+    assert res.outbound[-1] == "0.100000 . 1:1(0) ack 11 win 65535" and res.never_offloaded == []
+    host = run(DATA_ON_HANDSHAKE_ACK)
+    assert host.status == "pass" and host.outbound[-1] == "0.300000 . 1:1(0) ack 11 win 65535"
+
+
+def test_offload_mode_says_when_an_established_connection_was_never_offloaded() -> None:
+    """A NIC in a low-power state takes no offloads: the script passes on the host engine, and the result
+    says the connection was never offloaded and why (a pass must not hide it)."""
+    r = Runner(parse_script(PASSIVE + "+0 write(4, ..., 10) = 10\n+0 > P. 1:11(10) ack 1 win 65535\n", "t.pkt"),
+               mode="offload")
+    setup = r._setup
+
+    def low_power_setup() -> None:
+        setup()
+        assert r.h is not None
+        r.h.manager.power_low = True
+
+    r._setup = low_power_setup  # type: ignore[method-assign]
+    res = r.run()
+    if res.status == "unsupported":
+        pytest.skip(res.message)
+    assert res.status == "pass", res.message
+    assert res.stayed_on_host == [] and len(res.never_offloaded) == 1
+    assert res.never_offloaded[0].endswith(": the offload was not started (the adapter is in a low-power state)")
+    assert "    never offloaded: " in format_result(res)
+    assert any(n.startswith("never offloaded: ") for n in res.notes)
 
 
 def test_setting_an_option_no_field_carries_takes_the_connection_back() -> None:

@@ -112,6 +112,24 @@ def test_chimney_offload_marker() -> None:
     assert isinstance(ev, MarkerEvent) and ev.name == "chimney_offload"
 
 
+def test_mode_prefixes_limit_a_statement_to_one_mode() -> None:
+    evs = events("@offload +0 > . 1:1(0) ack 11 win 65535\n@host +.2~+.21 > . 1:1(0) ack 11 win 65535\n"
+                 "+0 read(4, ..., 100) = 10\n@offload +0 chimney_offload\n")
+    assert [e.only_mode for e in evs] == ["offload", "host", None, "offload"]
+    assert isinstance(evs[1], PacketEvent) and evs[1].time is not None and evs[1].time.upper == 0.21
+    assert isinstance(evs[3], MarkerEvent)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("@both +0 close(3) = 0\n", "unknown mode prefix '@both'"),
+    ("@offload\n", "@offload needs an event after it"),
+    ("@host --mss=1000\n", "@host needs an event after it"),
+])
+def test_bad_mode_prefixes_are_parse_errors(text: str, fragment: str) -> None:
+    with pytest.raises(ParseError, match=fragment):
+        parse_script(text, "t.pkt")
+
+
 @pytest.mark.parametrize(
     ("text", "line", "fragment"),
     [

@@ -17,7 +17,8 @@ from chimney.packetdrill.report import format_suite, run_suite
 
 def packetdrill(
     scripts: Annotated[list[Path], typer.Argument(help="Script files (.pkt) or directories searched for *.pkt.")],
-    mode: Annotated[str, typer.Option(help="host, offload or both (both also reports outbound differences).")] = "host",
+    mode: Annotated[str, typer.Option(help="host, offload or both (both also reports outbound differences: those a script states "
+                                  "with @host/@offload lines, e.g. the R-TMR-04 ACK flushed at offload, as expected).")] = "host",
     seed: Annotated[int, typer.Option(help="Seed of the simulation (ISNs, ephemeral ports).")] = 1,
     tolerance_usecs: Annotated[int | None, typer.Option(
         "--tolerance-usecs", "--tolerance_usecs", help="Timing tolerance (default 4000; a script's own wins).")] = None,

@@ -102,6 +102,8 @@ BROKEN: dict[str, tuple[list[str], str]] = {
     "UndescaledDelegatedRtt": (["rtt-descaling"], "R-OFF-25"),
     "StaleTsRecentAtTerminate": (["rtt-descaling"], "R-TS-06"),
     "TouchesRefusedHandlers": (["refused-offload-handlers"], "R-INIT-05"),
+    # R-INIT-05: the old scenario judged only MiniportInitializeEx; this one keeps the table and uses it later.
+    "UsesRefusedHandlersLater": (["refused-offload-handlers"], "R-INIT-05"),
 }
 
 

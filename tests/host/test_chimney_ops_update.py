@@ -448,3 +448,58 @@ def test_relink_whose_new_neighbor_node_fails_takes_the_connection_back_and_term
     run_until(p, fut.done)
     check_bulk(fut, 2_000_000)
     check_clean(p)
+
+
+def test_a_host_lookup_when_the_learned_pmtu_ages_out_issues_no_update_from_inside_the_lookup() -> None:
+    """A host path lookup (e.g. a new connection to the same destination) runs at the very instant the
+    learned PMTU ages out, before the manager's aging timer: the lookup sees the link MTU but calls no
+    listener, so no NdisUpdateOffload is issued from inside it; the increase reaches the offloaded path
+    from the aging timer, once."""
+    from chimney.net.icmp import build_icmp_frag_needed
+
+    p = pair_with()
+    ip = p.host_a.ip
+    ip.pmtu.aging = 30 * NS_PER_MS
+    fut, tcb = offloaded_bulk(p, 3_000_000)
+    m = p.manager
+    dst = bytes([198, 18, 0, 2])
+    in_lookup = [False]
+    lookups: list[int] = []
+    updates_in_lookup: list[Any] = []
+    real_update = p.ndis.update_offload
+
+    def update(bh: Any, pbl: Any) -> None:
+        if in_lookup[0]:
+            updates_in_lookup.append(pbl)
+        real_update(bh, pbl)
+
+    p.ndis.update_offload = update  # type: ignore[method-assign]
+
+    def lookup() -> None:
+        in_lookup[0] = True
+        try:
+            path = ip.path(tcb.local, dst)
+        finally:
+            in_lookup[0] = False
+        assert path is not None
+        lookups.append(path.mtu)
+
+    def at_learn(d: bytes, mtu: int | None) -> None:
+        when = ip.pmtu.deadline(d)
+        if mtu is not None and when is not None:
+            p.host_a.scheduler.call_at(when, lookup)  # queued before the manager arms its aging timer
+
+    ip.pmtu.listeners.insert(0, at_learn)
+    seen = frames_at_b(p)
+    run_for(p, 3)
+    big = next(f for f in seen if len(f) > 1200)
+    p.host_b.ip.send_ip(bytes([198, 18, 0, 1]), 1, build_icmp_frag_needed(1000, big[14:]))
+    run_until(p, lambda: m.stats["pmtu_updates"] == 1, 1)
+    run_until(p, lambda: m.stats["pmtu_increases"] == 1, 1)
+    run_for(p, 2)
+    assert lookups == [1500] and updates_in_lookup == []
+    assert m.stats["pmtu_increases"] == 1 and m.stats["updates"] == 2
+    assert target_ctx(p, tcb).path.cached.path_mtu == 1500 and m.is_offloaded(tcb)
+    run_until(p, fut.done)
+    check_bulk(fut, 3_000_000)
+    check_clean(p)

@@ -15,6 +15,7 @@ from test_chimney_ops_update import (
     WIRE,
     check_bulk,
     check_clean,
+    frames_at_b,
     offloaded_bulk,
     pair_with,
     run_for,
@@ -107,19 +108,76 @@ def test_r_init_17_enabling_tcp_offload_while_another_protocol_holds_it_raises()
     assert e.value.rule_id == "R-INIT-17"
 
 
-def test_r_init_17_after_the_holder_unbinds_the_other_protocol_may_enable() -> None:
-    """R-INIT-17: once the first protocol closed its binding, the NIC's offload is free."""
+def test_r_init_17_after_the_holder_unbinds_the_other_protocol_takes_the_offload_on_its_own() -> None:
+    """R-INIT-17: once the first protocol closed its binding, the NIC's offload is free: the protocol that
+    stood back for it negotiates again by itself (no call by hand) and enables it; the unbind also closed
+    the first protocol's OffloadManager."""
     sched = SimScheduler(2)
     p = build_offload_pair(sched, 2, WIRE, policy=OffloadPolicy.explicit())
     hb = second_host_on_the_same_nic(p)
-    assert not hb.offload_enabled
+    mc = OffloadManager(hb.stack, hb, OffloadPolicy.explicit())
+    assert not hb.offload_enabled and not hb.chimney_ready and hb.offload_conflict is p.binding
     assert p.binding.binding is not None
-    p.manager.close()
     p.ndis.unbind(p.binding.binding)
-    assert not p.binding.offload_enabled
-    hb.negotiate()
-    assert hb.offload_enabled and hb.params_accepted and hb.offload_conflict is None
-    assert p.ndis.verifier.checks["R-INIT-17"] >= 2
+    assert not p.binding.offload_enabled and p.manager.closed
+    assert not hb.offload_enabled  # after the unbind, not inside ProtocolUnbindAdapterEx
+    run_for(p, 1)
+    assert hb.offload_enabled and hb.params_accepted and hb.offload_conflict is None and hb.chimney_ready
+    assert p.ndis.verifier.checks["R-INIT-17"] >= 2 and p.ndis.verifier.violations == []
+    assert not mc.closed
+
+
+def test_r_init_17_of_two_protocols_waiting_for_the_nic_only_one_takes_the_offload() -> None:
+    """R-INIT-17 after the holder's unbind: two protocols stood back; the first to negotiate enables the
+    offload, the other then finds it held by that one (never two holders)."""
+    p = build_offload_pair(SimScheduler(3), 3, WIRE, policy=OffloadPolicy.explicit())
+    hc = second_host_on_the_same_nic(p)
+    d = HostStack(p.host_a.scheduler, "D")
+    hd = NdisHostBinding(d)
+    assert p.binding.binding is not None
+    hd.attach(p.ndis, p.binding.binding.adapter, mac=bytes.fromhex("02000000000d"), addresses=["198.18.0.4/24"])
+    assert hc.offload_conflict is p.binding and hd.offload_conflict is p.binding
+    p.ndis.unbind(p.binding.binding)
+    run_for(p, 1)
+    assert [hc.offload_enabled, hd.offload_enabled] == [True, False]
+    assert hd.offload_conflict is hc and not hd.chimney_ready
+    assert p.ndis.verifier.violations == []
+
+
+def test_unbind_closes_the_offload_manager_listeners_and_timers() -> None:
+    """ProtocolUnbindAdapterEx closes the binding's OffloadManager: it leaves the neighbor cache, route
+    table and PMTU cache listener lists and its PMTU aging and policy scan timers stop, so the old manager
+    can no longer issue updates or invalidates nor offload."""
+    from chimney.host.policy import PolicyMode
+    from chimney.net.icmp import build_icmp_frag_needed
+
+    p = pair_with()
+    m = p.manager
+    fut, _tcb = offloaded_bulk(p, 600_000)
+    seen = frames_at_b(p)
+    run_for(p, 3)
+    big = next(f for f in seen if len(f) > 1200)
+    p.host_b.ip.send_ip(bytes([198, 18, 0, 1]), 1, build_icmp_frag_needed(1100, big[14:]))
+    run_until(p, lambda: m.stats["pmtu_updates"] == 1, 1)
+    run_until(p, fut.done)
+    check_bulk(fut, 600_000)
+    m.upload(list(m.paths))
+    run_until(p, lambda: not m.busy() and not m.paths and not m.path_objs and not m.neighbor_objs
+              and not p.binding.tx_outstanding, 5)
+    assert m._pmtu_timer is not None  # the learned PMTU ages out in 10 minutes
+    m.policy.mode = PolicyMode.ESTABLISHED
+    m.wake()
+    assert m._scan_timer is not None
+    ip = p.host_a.ip
+    iface = p.binding.iface
+    assert iface is not None and p.binding.binding is not None
+    assert m._pmtu_changed in ip.pmtu.listeners and m._route_event in ip.routes.listeners
+    p.ndis.unbind(p.binding.binding)
+    assert m._pmtu_changed not in ip.pmtu.listeners and m._route_event not in ip.routes.listeners
+    assert m._neighbor_event not in ip.neighbors[iface.name].listeners
+    assert m._pmtu_timer is None and m._scan_timer is None and m.closed
+    m.wake()
+    assert m._scan_timer is None
 
 
 # ------------------------------------------------------------------------------------------------ R-NBR-08

@@ -425,10 +425,13 @@ def _wire_segments(tso: bool, ipv6: bool, nbytes: int) -> tuple[list[tuple[int, 
     hdrs: list[VnetHdr] = []
     supers: list[bytes] = []
     if tso:
-        def transmit_vnet(frame: bytes, hdr: VnetHdr) -> bool:
+        def transmit_vnet(frame: tuple[bytes | memoryview, ...], hdr: VnetHdr) -> bool:
+            # The TSO path hands the link its parts (headers, payload view) for one gathering writev.
+            assert type(frame) is tuple, type(frame)
+            whole = b"".join(frame)
             hdrs.append(hdr)
-            supers.append(bytes(frame))
-            for piece in _software_gso(bytes(frame), hdr):
+            supers.append(whole)
+            for piece in _software_gso(whole, hdr):
                 link.a.send(piece)
             return True
 

@@ -39,8 +39,38 @@ def test_pmtu_only_decreases_has_a_floor_and_ages_out() -> None:
     assert c.learn(d, 100, 1400, 2) == 576  # RFC 1122 floor
     assert c.get(d, 1500, 3) == 576
     assert seen == [(d, 1400), (d, 576)]
-    assert c.get(d, 1500, 601 * NS_PER_S) == 1500
-    assert seen[-1] == (d, None)  # aged out: back to the link MTU, told as an increase
+    assert c.get(d, 1500, 601 * NS_PER_S) == 1500  # aged out: back to the link MTU
+    assert c.expire(601 * NS_PER_S) == [d]
+    assert seen[-1] == (d, None)  # told as an increase, by expire()
+
+
+def test_a_lookup_never_calls_the_pmtu_listeners_expire_tells_of_the_aged_estimate() -> None:
+    """A listener (the chimney's OffloadManager) looks paths up and issues NdisUpdateOffload itself:
+    `get`, called from inside every host path lookup, must not call it back. An aged estimate no longer
+    counts for `get`; `expire` (at `deadline`) drops it and tells the listeners, once."""
+    c = PathMtuCache(aging=10 * NS_PER_S)
+    seen: list[tuple[bytes, int | None]] = []
+    c.listeners.append(lambda d, m: seen.append((d, m)))
+    d = ip("198.18.0.1")
+    c.learn(d, 1400, 1500, 0)
+    assert c.get(d, 1500, 10 * NS_PER_S) == 1500 and c.get(d, 1500, 11 * NS_PER_S) == 1500
+    assert seen == [(d, 1400)]
+    assert c.deadline(d) == 10 * NS_PER_S  # still there for the holder's timer
+    assert c.expire(11 * NS_PER_S) == [d] and seen == [(d, 1400), (d, None)]
+    assert c.expire(12 * NS_PER_S) == [] and len(seen) == 2
+
+
+def test_a_new_report_drops_the_aged_estimates_of_other_destinations() -> None:
+    """Without anyone running `expire`, aged estimates do not pile up: the next learned report drops them
+    (and tells the listeners)."""
+    c = PathMtuCache(aging=10 * NS_PER_S)
+    seen: list[tuple[bytes, int | None]] = []
+    c.listeners.append(lambda d, m: seen.append((d, m)))
+    d1, d2 = ip("198.18.0.1"), ip("198.18.0.2")
+    c.learn(d1, 1400, 1500, 0)
+    c.learn(d2, 1300, 1500, 20 * NS_PER_S)
+    assert c.entries() == {d2: 1300}
+    assert seen == [(d1, 1400), (d1, None), (d2, 1300)]
 
 
 def test_frag_needed_without_next_hop_mtu_uses_the_plateau_table() -> None:

@@ -519,13 +519,14 @@ add(CW, "rto_collapses_cwnd", "After an RTO only one segment is sent until ACKs 
     "+0  > P. 2001:3001(1000) ack 1 win 65535\n")
 
 
-# -- offload at a chosen point (chimney_offload marker; a no-op in host mode) ---------------------------------
+# -- offload at a chosen point (chimney_offload marker; a no-op in host mode, @offload: offload mode only) ---------------------------------
 OF = "chimney_offload"
 add(OF, "after_data_exchange", "Offload after data both ways: sequence state carries over, the next "
-    "segments continue the numbering; the ACK owed for the 50 bytes goes out at the hand-over (R-TMR-04)",
+    "segments continue the numbering; the ACK owed for the 50 bytes goes out at the hand-over (R-TMR-04; "
+    "offload mode only: the host alone piggybacks it on the next data)",
     NO_OPTS + P + "+0  write(4, ..., 100) = 100\n+0  > P. 1:101(100) ack 1 win 65535\n"
     "+.1 < P. 1:51(50) ack 101 win 65535\n+0  read(4, ..., 100) = 50\n+0  chimney_offload\n"
-    "+0  > . 101:101(0) ack 51 win 65535\n"
+    "@offload +0  > . 101:101(0) ack 51 win 65535\n"
     "+0  write(4, ..., 100) = 100\n+0  > P. 101:201(100) ack 51 win 65535\n+.1 < . 51:51(0) ack 201 win 65535\n")
 add(OF, "with_data_in_flight", "Offload with unacknowledged data: the retransmission timer keeps running "
     "(RTO 300 ms from the 100 ms handshake RTT)", NO_OPTS + P + "+0  write(4, ..., 100) = 100\n"
@@ -573,10 +574,12 @@ add(SY, "old_syn_in_established", "A SYN below RCV.NXT in ESTABLISHED draws a ch
     "'regardless of the sequence number')", NO_OPTS + P + "+.1 < S 0:0(0) win 65535 <mss 1460>\n"
     "+0  > . 1:1(0) ack 1 win 65535\n")
 add(SY, "syn_data_not_acknowledged", "Data on a SYN to a listener is not acknowledged (RFC 9293 3.10.7.2 lets "
-    "it be queued; we drop it, as Linux without TFO): the peer resends it after the handshake", NO_OPTS
+    "it be queued; we drop it, as Linux without TFO): the peer resends it after the handshake; offloaded at "
+    "once, the host flushes the ACK it owes for it (R-TMR-04), the host alone delays it past the script's end", NO_OPTS
     + "0   socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0  bind(3, ..., ...) = 0\n+0  listen(3, 1) = 0\n"
     "+0  < S 0:10(10) win 65535 <mss 1460>\n+0  > S. 0:0(0) ack 1 win 65535 <mss 1460>\n"
-    "+.1 < P. 1:11(10) ack 1 win 65535\n+0  accept(3, ..., ...) = 4\n+0  read(4, ..., 100) = 10\n")
+    "+.1 < P. 1:11(10) ack 1 win 65535\n+0  accept(3, ..., ...) = 4\n+0  read(4, ..., 100) = 10\n"
+    "@offload +0  > . 1:1(0) ack 11 win 65535\n")
 add(SY, "syn_in_time_wait_challenged", "A SYN with a higher sequence number in TIME-WAIT draws a challenge "
     "ACK (RFC 5961 4.2); reopening from TIME-WAIT is only a MAY (RFC 1122 4.2.2.13)", NO_OPTS + P + TW
     + "+1 < S 100000:100000(0) win 65535 <mss 1460>\n+0  > . 2:2(0) ack 2 win 65535\n")

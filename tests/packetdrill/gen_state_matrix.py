@@ -266,9 +266,12 @@ def syn_rcvd_cases() -> dict[str, tuple[str, str]]:
         "rst_exact": ("RST at RCV.NXT in SYN-RECEIVED (passive) drops the embryonic connection silently "
                       "(RFC 9293 3.10.7.4 second check)",
                       s + "+.1 < R 1:1(0) win 0\n+.1 < . 1:1(0) ack 1 win 65535\n+0  > R 1:1(0) win 0\n"),
-        "data_ack": ("Data with the handshake-completing ACK is queued for the user (RFC 9293 3.10.7.4)",
+        # Offloaded once ESTABLISHED, the host flushes the ACK it owes at the hand-over (R-TMR-04).
+        "data_ack": ("Data with the handshake-completing ACK is queued for the user (RFC 9293 3.10.7.4) and "
+                     "acknowledged: delayed on the host, flushed at the offload (R-TMR-04)",
                      s + "+.1 < P. 1:11(10) ack 1 win 65535\n+0  accept(3, ..., ...) = 4\n"
-                     "+0  read(4, ..., 100) = 10\n+.2~+.21 > . 1:1(0) ack 11 win 65535\n"),
+                     "+0  read(4, ..., 100) = 10\n@offload +0  > . 1:1(0) ack 11 win 65535\n"
+                     "@host +.2~+.21 > . 1:1(0) ack 11 win 65535\n"),
         "fin_ack": ("FIN with the handshake-completing ACK: ESTABLISHED then CLOSE-WAIT, FIN acknowledged",
                     s + "+.1 < F. 1:1(0) ack 1 win 65535\n+0  > . 1:1(0) ack 2 win 65535\n"
                     "+0  accept(3, ..., ...) = 4\n+0  read(4, ..., 100) = 0\n"),

@@ -387,17 +387,29 @@ class ChimneyPath(TcbPath):
             if not self.aborted:
                 self.abort()
             return
+        # Whatever the phase, the user closed: once the path settles (the offload completed, failed or
+        # the upload is back) the host engine runs close(), not a half-close (FIN_WAIT_2 timer, data after
+        # close).
+        self.pending_close = True
         m = self.manager
-        if self.tcb.conn.cfg.rst_on_data_after_close and m.policy.baseline is not None and self.phase is Phase.OFFLOADED:
+        if self._close_needs_host():
             # Data after close() must reset the connection, but a graceful disconnect is a half-close after
             # which the target keeps receiving (R-DISC-13): the host engine closes it instead.
-            m.declined[self.tcb] = ("close() with rst_on_data_after_close: no chimney form of close() vs "
-                                    "shutdown() (R-DISC-13: the target keeps receiving after its FIN)")
-            m.stats["uploads_uncarried"] += 1
-            self.pending_close = True
-            m.upload(self.tcb, reason="uncarried")
-            return
+            if self.phase is not Phase.TERMINATING and self.tcb not in m.declined:
+                m.stats["uploads_uncarried"] += 1
+            m._decline(self.tcb, "close() with rst_on_data_after_close: no chimney form of close() vs "
+                                 "shutdown() (R-DISC-13: the target keeps receiving after its FIN)")
+            if self.phase is Phase.OFFLOADED:
+                m.upload(self.tcb, reason="uncarried")
+            return  # OFFLOADING: _start_io uploads; TERMINATING: the host engine closes after the upload
+        if self.phase is Phase.TERMINATING:
+            return  # the host engine closes once the upload is back (_resume_host)
         self.shutdown()
+
+    def _close_needs_host(self) -> bool:
+        """close() has no chimney form for this connection: only the host engine can run it."""
+        return bool(self.pending_close and self.tcb.conn.cfg.rst_on_data_after_close
+                    and self.manager.policy.baseline is not None)
 
     def abort(self) -> None:
         if self.phase is Phase.OFFLOADED:
@@ -416,7 +428,7 @@ class ChimneyPath(TcbPath):
         why = m.policy.uncarried(conn.cfg, conn.peer_mss)
         if why is not None:
             # No chimney field carries it (e.g. TCP_LINGER2): the host engine must run the connection.
-            m.declined[self.tcb] = why
+            m._decline(self.tcb, why)
             m.stats["uploads_uncarried"] += 1
             m.upload(self.tcb, reason="uncarried")  # while being offloaded: once that completed (_start_io)
             return
@@ -735,6 +747,7 @@ class OffloadManager:
         self.power_low = False
         self._power_reqs: dict[int, SimFuture[int]] = {}
         self._idle_waiters: list[Any] = []
+        self.closed = False  # close(): the binding went away (unbind) or the manager was replaced
         iface = binding.iface
         assert iface is not None
         # Real causes, no polling: the interface's neighbor cache, the route table and the PMTU cache call us.
@@ -744,8 +757,14 @@ class OffloadManager:
         self.wake()
 
     def close(self) -> None:
-        """Stop listening to the host's neighbor cache, route table and PMTU cache (the manager is being
-        replaced or the binding goes away)."""
+        """Stop listening to the host's neighbor cache, route table and PMTU cache and stop the policy scan
+        and PMTU aging timers (the manager is being replaced, or NdisHostBinding.unbind_adapter_ex: the
+        binding goes away). A closed manager starts no offload, update or invalidate any more."""
+        self.closed = True
+        if self._scan_timer is not None:
+            self._scan_timer.cancel()
+            self._scan_timer = None
+        self._route_pending = False
         ip = self.stack.ip
         iface = self.binding.iface
         for lst, cb in ((ip.routes.listeners, self._route_event), (ip.pmtu.listeners, self._pmtu_changed),
@@ -788,11 +807,12 @@ class OffloadManager:
 
     def wake(self) -> None:
         """(Re)start the policy scan; called on received frames so a quiet host runs no timers."""
-        if self._scan_timer is None and self.policy.automatic:
+        if self._scan_timer is None and self.policy.automatic and not self.closed:
             self._scan_timer = self.scheduler.call_later(self.policy.scan_interval_ns, self._scan, label="chimney scan")
 
     def _scan(self) -> None:
         self._scan_timer = None
+        self._prune_declined()
         conns = list(self.transport.connections())
         if not conns:
             return
@@ -830,7 +850,7 @@ class OffloadManager:
         if isinstance(tcbs, Tcb):
             tcbs = [tcbs]
         b = self.binding
-        if not b.chimney_ready or self.upload_all_active or self.power_low:
+        if not b.chimney_ready or self.upload_all_active or self.power_low or self.closed:
             return 0
         room = self.capacity - sum(1 for cp in self.paths.values() if cp.phase in (Phase.OFFLOADING, Phase.OFFLOADED))
         roots: dict[OffloadedObject, ProtocolOffloadBlockList] = {}
@@ -931,6 +951,18 @@ class OffloadManager:
         t = OffloadStateType.Ip6OffloadState if obj.v6 else OffloadStateType.Ip4OffloadState
         return ProtocolOffloadBlockList(t, obj.handle, state)
 
+    def _decline(self, tcb: Tcb, why: str) -> None:
+        """Keep `tcb` on the host for `why` (reported by `declined`); entries go when their Tcb closed."""
+        if tcb not in self.declined:
+            self._prune_declined()
+        self.declined[tcb] = why
+
+    def _prune_declined(self) -> None:
+        """Forget declined connections that are over, so a long-running host does not keep their Tcbs."""
+        gone = [t for t in self.declined if t.closed]
+        for t in gone:
+            del self.declined[t]
+
     def _hrd(self, n: Any) -> int:
         return min((self.scheduler.now - n.confirmed_at) * self.tps // NS_PER_S, MASK)
 
@@ -945,9 +977,7 @@ class OffloadManager:
         if why is not None:
             if tcb not in self.declined:
                 self.stats["declined_uncarried"] += 1
-                for t in [t for t in self.declined if t.closed]:
-                    del self.declined[t]
-            self.declined[tcb] = why
+            self._decline(tcb, why)
             return None
         self.declined.pop(tcb, None)
         if tcb.iface is not self.binding.iface:
@@ -1288,6 +1318,7 @@ class OffloadManager:
         """Terminate offloaded paths (then neighbors) nothing depends on any more (R-TRM-04), once their
         state operations completed (R-TRM-05 by analogy); a neighbor waiting for paths to re-link to it
         stays."""
+        self._prune_declined()
         paths = [o for o in self.path_objs.values() if o.phase is Phase.OFFLOADED and o.refs == 0 and not o.ops
                  and o not in self._relink_wait]
         if paths:
@@ -1555,6 +1586,8 @@ class OffloadManager:
     def _arm_pmtu_aging(self) -> None:
         """One timer at the earliest aging deadline of a learned PMTU an offloaded path uses: the target
         holds a copy and never asks the cache, so the increase is told to it when it happens."""
+        if self.closed:
+            return
         cache = self.stack.ip.pmtu
         when = min((d for d in (cache.deadline(o.key[1]) for o in self.path_objs.values()
                                 if o.phase in (Phase.OFFLOADING, Phase.OFFLOADED)) if d is not None), default=None)
@@ -1576,11 +1609,13 @@ class OffloadManager:
     def _route_event(self, what: str, route: Any) -> None:
         """RouteTable listener: one `route_changed` pass after the current batch of table edits (a replace
         is a remove and an add; `ip route` scripts change several routes at once)."""
-        if not self._route_pending and (self.path_objs or self.neighbor_objs):
+        if not self._route_pending and not self.closed and (self.path_objs or self.neighbor_objs):
             self._route_pending = True
             self._soon(self._route_pass)
 
     def _route_pass(self) -> None:
+        if not self._route_pending:
+            return  # close() came in between
         self._route_pending = False
         self.route_changed()
 

@@ -110,10 +110,33 @@ class NdisHostBinding(ProtocolDriver):
         return _SUCCESS
 
     def unbind_adapter_ex(self, binding_context: Any) -> NdisStatus:
-        # The NIC's TCP offload is free for another protocol from here on (R-INIT-17).
+        """The binding goes away: the OffloadManager stops listening and issuing requests, and the NIC's
+        TCP offload is free for another protocol from here on (R-INIT-17): a protocol that found it held
+        by this one negotiates again once the unbind is over (never two holders at a time)."""
+        m = self.manager
+        if m is not None:
+            m.close()
+        held = self.offload_enabled
         self.offload_enabled = False
         self.params_accepted = False
+        self.offload_conflict = None
+        if held:
+            self.stack.scheduler.call_soon(self._offload_released, label=f"{self.name} offload released")
         return _SUCCESS
+
+    def _offload_released(self) -> None:
+        """After this protocol gave the NIC's TCP offload up: the protocols that stood back for it
+        negotiate again; the first enables the offload, the others then find it held by that one."""
+        ndis = self.ndis
+        if ndis is None:
+            return
+        for b in list(ndis.bindings):
+            other = b.protocol
+            if (isinstance(other, NdisHostBinding) and other is not self and other.binding is b
+                    and other.offload_conflict is self and b.state is not BindingState.CLOSED):
+                other.negotiate()
+                if other.manager is not None and other.chimney_ready:
+                    other.manager.wake()
 
     def attach(
         self,

@@ -153,12 +153,11 @@ class PathMtuCache:
             cb(dst, mtu)
 
     def get(self, dst: bytes, link_mtu: int, now: int) -> int:
+        """The PMTU to use for `dst`. An estimate past its age no longer counts (RFC 1191 §6.3: try the
+        larger MTU again) but stays until `expire` drops it and tells the listeners: a lookup never calls
+        them, since they look paths up and issue requests themselves (no re-entry into a host lookup)."""
         e = self._entries.get(dst)
-        if e is None:
-            return link_mtu
-        if now - e.learned_at >= self.aging:
-            del self._entries[dst]  # RFC 1191 §6.3: periodically try the larger MTU again
-            self._notify(dst, None)
+        if e is None or now - e.learned_at >= self.aging:
             return link_mtu
         return min(e.mtu, link_mtu)
 
@@ -170,6 +169,9 @@ class PathMtuCache:
             reported_mtu = next((p for p in _PLATEAUS if p < current_mtu), IPV4_MIN_MTU)
         if reported_mtu >= current_mtu:
             return None  # a report can only lower the PMTU (RFC 1191 §3)
+        # Aged estimates stay until expire(): drop (and tell) them here too, so a host nobody runs expire()
+        # for keeps only live ones (this is ICMP input, not a lookup).
+        self.expire(now)
         mtu = max(reported_mtu, floor)
         self._entries[dst] = PmtuEntry(mtu, now)
         self._notify(dst, mtu)
@@ -182,8 +184,9 @@ class PathMtuCache:
 
     def expire(self, now: int) -> list[bytes]:
         """Drop the estimates older than `aging` (RFC 1191 §6.3 / RFC 8201 §4: try the larger MTU again)
-        and tell the listeners; `get` ages (and tells) lazily as well, this is for holders of a copy
-        (offloaded paths) that never call `get`."""
+        and tell the listeners (holders of a copy, such as offloaded paths, that never call `get`; they
+        call this from a timer at `deadline`). `get` already ignores an aged estimate but leaves the
+        telling to this."""
         old = [d for d, e in self._entries.items() if now - e.learned_at >= self.aging]
         for d in old:
             del self._entries[d]

@@ -411,9 +411,17 @@ class Socket:
             path.want_send_space()  # type: ignore[attr-defined]
             raise _would_block()
         if type(data) is not bytes:
-            # The engine keeps views of what it is given until acknowledged: freeze mutable buffers.
-            mv = memoryview(data).cast("B")
-            data = bytes(mv[:space])
+            # The engine keeps views of what it is given until acknowledged: a view of immutable bytes is
+            # kept as it is; a mutable buffer is copied, since the caller may reuse it after send returns.
+            mv = data if type(data) is memoryview else memoryview(data)
+            if mv.ndim != 1 or mv.itemsize != 1:
+                mv = mv.cast("B")
+            if type(mv.obj) is not bytes:
+                data = bytes(mv[:space])
+            elif len(mv) > space:
+                data = mv[:space]
+            else:
+                data = mv
         n = path.send(data)
         if n == 0:
             raise _would_block()
@@ -441,7 +449,7 @@ class Socket:
             chunk = mv[off:]
             off += await self._async(lambda c=chunk: self._try_send(c), timeout_ns)  # type: ignore[misc]
 
-    def _try_recv_view(self, n: int) -> memoryview | bytes:
+    def _try_recv_view(self, n: int, view: bool = False) -> memoryview | bytes:
         tcb = self._connected_tcb()
         path = tcb.path
         if n < 0:
@@ -449,7 +457,8 @@ class Socket:
         if path.readable:
             if not n:
                 return b""
-            data = path.recv(n)
+            # view: a short read of one received segment/run rather than a join of several (no copy).
+            data = path.recv_view(n) if view else path.recv(n)
             if data:
                 return data
             # An offloaded path may count data still buffered at the target that it could not fetch
@@ -467,22 +476,33 @@ class Socket:
         return bytes(self._block(lambda: self._try_recv_view(n)))
 
     def recv_view(self, n: int) -> memoryview | bytes:
-        """Like recv, without copying: a view of received frame bytes (valid while you hold it)."""
-        return self._block(lambda: self._try_recv_view(n))
+        """Like recv, without copying: a view of received frame bytes (valid while you hold it). It may
+        hold fewer than `n` bytes while more are buffered (one received segment or merged run at a time)."""
+        return self._block(lambda: self._try_recv_view(n, True))
 
     def recv_into(self, buffer: bytearray | memoryview, nbytes: int = 0) -> int:
         out = memoryview(buffer).cast("B")
         want = nbytes or len(out)
-        data = self._block(lambda: self._try_recv_view(want))
+        data = self._block(lambda: self._try_recv_view(want, True))
         k = len(data)
         out[:k] = data
+        # Copy segment by segment straight into the caller's buffer (one copy, as a kernel's recv does)
+        # rather than joining them into a new buffer first.
+        path = self._tcb.path if self._tcb is not None else None
+        while k < want and k and path is not None and path.readable and not self._shut_rd:
+            data = path.recv_view(want - k)
+            n = len(data)
+            if not n:
+                break
+            out[k : k + n] = data
+            k += n
         return k
 
     async def arecv(self, n: int, timeout_ns: int | None = None) -> bytes:
         return bytes(await self._async(lambda: self._try_recv_view(n), timeout_ns))
 
     async def arecv_view(self, n: int, timeout_ns: int | None = None) -> memoryview | bytes:
-        return await self._async(lambda: self._try_recv_view(n), timeout_ns)
+        return await self._async(lambda: self._try_recv_view(n, True), timeout_ns)
 
     # -- teardown ---------------------------------------------------------------------------------
 

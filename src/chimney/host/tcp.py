@@ -128,6 +128,10 @@ class TcbPath:
     def recv(self, max_bytes: int) -> memoryview | bytes:
         raise NotImplementedError
 
+    def recv_view(self, max_bytes: int) -> memoryview | bytes:
+        """Like recv, but may return less than is buffered so that nothing is copied (a short read)."""
+        return self.recv(max_bytes)
+
     @property
     def readable(self) -> int:
         raise NotImplementedError
@@ -337,6 +341,16 @@ class HostPath(TcbPath):
         data = self.conn.recv(max_bytes, self.transport.scheduler.now)
         self.flush()
         return data
+
+    def recv_view(self, max_bytes: int) -> memoryview | bytes:
+        # At most the queue's first entry (one received segment, or one GRO/GSO run of 64 KB): the
+        # reader gets a view of the frame itself instead of a join of many, which cost ~0.7 ms per MB.
+        q = self.conn.rxq
+        if q.size:
+            head = len(q._q[q._h])
+            if head < q.size and (max_bytes < 0 or head < max_bytes):
+                max_bytes = head
+        return self.recv(max_bytes)
 
     def shutdown(self) -> None:
         self.conn.shutdown(self.transport.scheduler.now)
@@ -930,7 +944,8 @@ class TcpTransport:
         tx = iface.transmit_vnet
         if tx is None or not iface.up:
             return
-        tx(b"".join((hdr[:hlen], payload)), vh)
+        # Header and payload views go to the link as parts: one writev gathers them, no 64 KB join copy.
+        tx((hdr[:hlen], payload), vh)
 
     def _fit_mtu(self, tcb: Tcb, b: TcpFrameBuilder, seg: TcpSegment, ip_id: int, hlen: int) -> int:
         """A full-sized segment whose SACK blocks push it past the path MTU: drop SACK blocks (they are

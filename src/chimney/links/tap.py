@@ -662,25 +662,38 @@ class TapPort(Port):
                 self._drain_end()
         return True
 
-    def send_vnet(self, frame: bytes | bytearray | memoryview, hdr: VnetHdr | bytes) -> bool:
-        """Send with an explicit virtio_net_hdr (partial checksum or a GSO super-segment)."""
+    def send_vnet(
+        self,
+        frame: bytes | bytearray | memoryview | tuple[bytes | bytearray | memoryview, ...],
+        hdr: VnetHdr | bytes,
+    ) -> bool:
+        """Send with an explicit virtio_net_hdr (partial checksum or a GSO super-segment). `frame` may be
+        a tuple of parts (headers, payload views): one writev gathers them, so a 64 KB super-segment is
+        never joined into a new buffer."""
         if not self.dev.vnet_hdr_sz:
             raise ValueError(f"{self.name}: send_vnet needs a TAP opened with vnet_hdr=True")
+        if type(frame) is tuple:
+            size = 0
+            for part in frame:
+                size += len(part)
+        else:
+            size = len(frame)  # type: ignore[arg-type]
         if isinstance(hdr, VnetHdr):
-            hdr.validate(len(frame))
+            hdr.validate(size)
             raw = hdr.pack(self._hdr_mrg)
         else:
             raw = hdr
             if len(raw) != self.dev.vnet_hdr_sz:
                 raise VnetHeaderError(f"header of {len(raw)} bytes, device expects {self.dev.vnet_hdr_sz}")
         if self._observers:
+            whole = b"".join(frame) if type(frame) is tuple else bytes(frame)  # type: ignore[arg-type]
             for obs in self._observers:
-                obs("tx", bytes(frame), None)
+                obs("tx", whole, None)
         c = self.counters
         c.sent += 1
-        c.bytes_sent += len(frame)
+        c.bytes_sent += size
         try:
-            n = os.writev(self.dev.fd, (raw, frame)) - len(raw)
+            n = os.writev(self.dev.fd, (raw, *frame) if type(frame) is tuple else (raw, frame)) - len(raw)
         except BlockingIOError:
             self.eagain_out += 1
             c.drop(DropCause.QUEUE_FULL)

@@ -29,7 +29,6 @@ with offset == its byte_count. `current_mdl` is None only for an NB without an M
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 from typing import Any
@@ -61,24 +60,58 @@ class _NoSnapshot:
 NO_SNAPSHOT: Any = _NoSnapshot()  # NetBufferList.nb_snapshot when no structure snapshot is pending
 
 
-class OwnerToken(str):
+class OwnerToken:
     """An owner name as written by one checked hand-off (see chimney.ndis.ownership): equal to the plain
-    name, but a new object per hand-off that also carries the ownership history node (`history`) and
-    SourceHandle (`sh`) of every NBL holding it. The verifier moves a chain that arrives as it left
-    the last crossing by checking and rewriting only `NetBufferList._owner`, one identity test and
-    one store per NBL. Invariant: an NBL whose `_owner` is a token has the token's history and
-    SourceHandle (its own `_history`/`_sh` slots are stale); every public setter of owner, history
-    or SourceHandle first copies the token's values into the NBL and leaves a plain name, so a write
-    by anyone but the verifier's hot path takes the NBL out of its token group."""
+    name (==, hash, str and format are the name's), but a new object per hand-off that also carries the
+    ownership history node (`history`) and SourceHandle (`sh`) of every NBL holding it. The verifier
+    moves a chain that arrives as it left the last crossing by checking and rewriting only
+    `NetBufferList._owner`: one identity test and one store per NBL.
 
-    # No __slots__: a str subtype cannot have non-empty ones; the two values live in its __dict__.
+    Invariant: an NBL whose `_owner` is a token has the token's history and SourceHandle (its own
+    `_history`/`_sh` slots are stale); every public setter of owner, history or SourceHandle first
+    copies the token's values into the NBL and leaves the plain name, so a write by anyone but the
+    verifier's hot path takes the NBL out of its token group. Not a str subclass: creating one of
+    those with two attributes costs several times a slotted object, once per chain crossing."""
+
+    __slots__ = ("history", "name", "sh")
+
+    name: str
     history: Any
     sh: Any
+
+    def __eq__(self, other: object) -> bool:
+        return self.name == (other.name if type(other) is OwnerToken else other)  # type: ignore[attr-defined]
+
+    def __ne__(self, other: object) -> bool:
+        return self.name != (other.name if type(other) is OwnerToken else other)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.name, spec)
+
+
+new_token = object.__new__  # new_token(OwnerToken): a token without __init__ (fields set by the caller)
+
+
+def make_token(name: str, history: Any, sh: Any) -> OwnerToken:
+    t: OwnerToken = new_token(OwnerToken)
+    t.name = name
+    t.history = history
+    t.sh = sh
+    return t
 
 
 def plain_owner(owner: str) -> str:
     """The plain (interned) name behind an owner token."""
-    return sys.intern(str(owner)) if type(owner) is OwnerToken else owner
+    return owner.name if type(owner) is OwnerToken else owner  # type: ignore[attr-defined]
 
 
 class NblInfo(IntEnum):

@@ -55,7 +55,7 @@ from chimney.ndis.blocklist import (
     pbl_to_mbl,
     tree_shape_problems,
 )
-from chimney.ndis.buffers import NBL_STATUS_UNSET, NDIS_OWNER, NO_SNAPSHOT, NetBufferList
+from chimney.ndis.buffers import NBL_STATUS_UNSET, NDIS_OWNER, NO_SNAPSHOT, NetBufferList, new_token
 from chimney.ndis.driver import (
     ClientChimneyOffloadGenericCharacteristics,
     ClientChimneyOffloadTcpCharacteristics,
@@ -396,13 +396,14 @@ class BoundaryChecks:
             sh0 = head._sh
         hop = (what, frm, to)
         stamp = (binding, sh0)
-        t1 = OwnerToken(to)
+        t1 = new_token(OwnerToken)
+        t1.name = to
         t1.history = (h0, hop, h0[2] + 1) if h0 is not None and h0[2] < MAX_HISTORY_DEPTH else push_history(h0, hop)
         t1.sh = stamp
         creator = binding.upper_adapter is None
         n = 0
         nbl: NetBufferList | None = head
-        if tok and t0 == frm:
+        if tok and t0.name == frm:
             # Holders of t0 share owner, history and SourceHandle: one identity test and one store each.
             if creator:
                 for n in _COUNT:  # noqa: B007 (n counts the NBLs moved)
@@ -480,7 +481,8 @@ class BoundaryChecks:
         to = b.protocol.name
         hop = (what, owner, to)
         h1 = (h0, hop, h0[2] + 1) if h0 is not None and h0[2] < MAX_HISTORY_DEPTH else push_history(h0, hop)
-        t1 = OwnerToken(to)
+        t1 = new_token(OwnerToken)
+        t1.name = to
         t1.history = h1
         t1.sh = prev0
         unset = NBL_STATUS_UNSET
@@ -489,7 +491,7 @@ class BoundaryChecks:
         no_snap = NO_SNAPSHOT
         n = 0
         nbl: NetBufferList | None = head
-        if tok and t0 == owner and head.status != unset:
+        if tok and t0.name == owner and head.status != unset:
             # Holders of t0 share SourceHandle sh0 (a target that writes it takes its NBL out of the
             # group); Status is still read per NBL: a target must write it (R-NBL-01).
             if creator:

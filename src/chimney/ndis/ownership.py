@@ -22,7 +22,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from chimney.ndis.buffers import NDIS_OWNER, NO_SNAPSHOT, NetBuffer, NetBufferList, OwnerToken, plain_owner
+from chimney.ndis.buffers import (
+    NDIS_OWNER,
+    NO_SNAPSHOT,
+    NetBuffer,
+    NetBufferList,
+    OwnerToken,
+    make_token,
+    plain_owner,
+)
 from chimney.ndis.verifier import Mode, Verifier
 
 __all__ = [
@@ -37,7 +45,9 @@ __all__ = [
 ]
 
 HISTORY_LEN = 8
-MAX_HISTORY_DEPTH = 2 * HISTORY_LEN  # a node chain this deep is cut back to HISTORY_LEN hops
+# A node chain this deep is cut back to HISTORY_LEN hops. The cut walks and rebuilds the chain, so it
+# is made rarely (every MAX_HISTORY_DEPTH - HISTORY_LEN + 1 hops); nodes are shared per chain crossing.
+MAX_HISTORY_DEPTH = 4 * HISTORY_LEN
 _MAX_NBS = 4096  # snapshot bound: a cyclic NB list must not hang the verifier
 
 # Enum member access through the class costs ~0.3 us on Python 3.11; the hot paths compare with this.
@@ -118,10 +128,8 @@ class OwnershipTracker:
         tok = type(t0) is OwnerToken
         h0 = t0.history if tok else nbl._history
         sh0 = t0.sh if tok else nbl._sh
-        t1 = OwnerToken(to)
-        t1.history = push_history(h0, hop)
-        t1.sh = sh0
-        if tok and t0 == frm:
+        t1 = make_token(to, push_history(h0, hop), sh0)
+        if tok and t0.name == frm:
             # Every holder of t0 is owned by `frm` with history h0 and SourceHandle sh0.
             while nbl is not None and nbl._owner is t0:
                 nbl._owner = t1

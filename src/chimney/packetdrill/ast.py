@@ -35,8 +35,12 @@ class TimeSpec:
 
 @dataclass(slots=True)
 class Event:
+    """`only_mode`: the one mode ("host" / "offload") an `@host` / `@offload` statement runs in; other
+    modes skip it (where the modes' wire differs by contract, e.g. the R-TMR-04 ACK flushed at offload)."""
+
     line: int
     time: TimeSpec | None
+    only_mode: str | None = None
 
 
 @dataclass(slots=True)

@@ -127,6 +127,7 @@ class Harness:
     remote_port: int = REMOTE_PORT
     notes: list[str] = field(default_factory=list)
     stayed_on_host: list[str] = field(default_factory=list)  # offload mode: why connections were kept
+    never_offloaded: list[str] = field(default_factory=list)  # offload mode: established, never offloaded
     manager: Any = None  # chimney.host.chimney.OffloadManager in offload mode
     ndis: Any = None
 
@@ -289,7 +290,7 @@ def _apply_sysctl(h: Harness, key: str, val: str) -> bool:
 
 class ModeStep(Protocol):
     """What a mode does to a connection: `host` nothing; `offload` hands it to the offload target when
-    it is established (or at a `chimney_offload` marker)."""
+    it is established (or at a `chimney_offload` marker), flushing an owed delayed ACK (R-TMR-04)."""
 
     name: str
 
@@ -303,6 +304,10 @@ class ModeStep(Protocol):
 
     def at_marker(self, h: Harness, sock: Socket) -> None: ...
 
+    def finish(self, h: Harness) -> None:
+        """Called once the script ended (offload mode reports connections it never offloaded)."""
+        ...
+
 
 class HostMode:
     name = "host"
@@ -314,19 +319,23 @@ class HostMode:
         return None
 
     def at_marker(self, h: Harness, sock: Socket) -> None:
-        # The marker is where the script hands the connection over: R-TMR-04 flushes a pending delayed
-        # ACK there, so the host alone sends it at the same point (the script reads the same either way).
-        tcb = sock.tcb
-        if tcb is not None and not tcb.closed and tcb.conn.flush_ack(h.sched.now):
-            tcb.path.flush()  # type: ignore[attr-defined]
+        # The host alone hands nothing over: a pending delayed ACK stays pending (its timer or the next
+        # segment sends it). Only an offload flushes it (R-TMR-04), so the two modes' wire differs here
+        # and scripts state that with `@offload` / `@host` lines.
+        return None
+
+    def finish(self, h: Harness) -> None:
         return None
 
 
 class OffloadMode:
     """Hands each connection to the offload target (`chimney.host.chimney.OffloadManager`) as soon as it
-    is established and owes no ACK, or only at `chimney_offload` markers when the script has any. A
-    connection the host keeps, or takes back, because the chimney cannot carry one of its settings is
-    reported in `Harness.stayed_on_host` (the script still has to pass, on the host engine)."""
+    is established, or only at `chimney_offload` markers when the script has any. The host flushes a
+    delayed ACK it owes at the hand-over (R-TMR-04), as a real host does: the script sees that ACK in
+    offload mode only (`@offload` lines). A connection the host keeps, or takes back, because the chimney
+    cannot carry one of its settings is reported in `Harness.stayed_on_host` (the script still has to
+    pass, on the host engine); an established connection that was never offloaded for any other reason
+    in `Harness.never_offloaded` ("never offloaded: <why>")."""
 
     name = "offload"
 
@@ -334,6 +343,8 @@ class OffloadMode:
         self.markers_only = False
         self.tried: set[object] = set()
         self.reported: set[object] = set()  # connections whose "stayed on host" reason is in the result
+        self.established: dict[object, None] = {}  # every connection seen established, in order
+        self.not_started: dict[object, str] = {}  # tried, but the manager did not start the offload
 
     def available(self) -> str | None:
         import importlib.util
@@ -345,14 +356,12 @@ class OffloadMode:
 
     def after_event(self, h: Harness) -> None:
         self._report_kept(h)
-        if self.markers_only:
-            return
         for tcb in h.stack.tcp.connections():
-            # R-TMR-04 makes the host flush a pending delayed ACK at the offload, which the host alone
-            # would send later (or piggyback): offload once no ACK is owed, so the hand-over itself is not
-            # seen on the wire (a `chimney_offload` marker offloads at once and flushes).
-            if tcb.established and not tcb.closed and tcb not in self.tried and not tcb.conn.ack_pending:
-                self._offload(h, tcb)
+            if tcb.established and not tcb.closed:
+                self.established.setdefault(tcb)
+                # At once, even with a delayed ACK owed: the manager flushes it at the export (R-TMR-04).
+                if not self.markers_only and tcb not in self.tried:
+                    self._offload(h, tcb)
 
     def at_marker(self, h: Harness, sock: Socket) -> None:
         if sock.tcb is None:
@@ -378,12 +387,46 @@ class OffloadMode:
             if tcb in mgr.declined:
                 self._report_kept(h)
                 return
+            why = f"the offload was not started ({_not_started_why(mgr, tcb)})"
+            self.not_started[tcb] = why
             h.notes.append(f"offload not started for {tcb!r} (state {tcb.state.name})")
             return
         # The hand-over is a chain of NDIS calls and completions at this same virtual instant.
         h.sched.run_until(until=h.sched.now, predicate=lambda: not mgr.busy())
         if not mgr.is_offloaded(tcb):
             h.notes.append(f"offload of {tcb!r} did not complete at once")
+
+
+    def finish(self, h: Harness) -> None:
+        """Each connection that was established but never offloaded, and not kept on the host for a
+        setting the chimney cannot carry (`stayed_on_host`), goes to `never_offloaded` with the reason."""
+        self._report_kept(h)
+        mgr = h.manager
+        done = {id(t) for _, kind, t, _ in mgr.history if kind == "offload"}
+        for tcb in self.established:
+            if id(tcb) in done or mgr.is_offloaded(tcb) or tcb in mgr.declined or tcb in self.reported:
+                continue
+            if tcb in self.not_started:
+                why = self.not_started[tcb]
+            elif tcb in self.tried:
+                why = "the offload did not complete"
+            elif self.markers_only:
+                why = "the script's chimney_offload markers did not reach it"
+            else:
+                why = "not offloadable at any event while it was established"
+            h.never_offloaded.append(f"{tcb!r}: {why}")
+            h.notes.append(f"never offloaded: {tcb!r}: {why}")
+
+
+def _not_started_why(mgr: Any, tcb: Any) -> str:
+    """Why `OffloadManager.offload` took no node for `tcb`, as far as the manager's state shows it."""
+    if not mgr.binding.chimney_ready:
+        return "the chimney binding is not ready"
+    if mgr.power_low:
+        return "the adapter is in a low-power state"
+    if mgr.upload_all_active:
+        return "an upload of all connections is in progress"
+    return f"state {tcb.state.name}"
 
 
 class OffloadError(Exception):

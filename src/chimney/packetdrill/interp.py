@@ -125,6 +125,9 @@ class ScriptResult:
     outbound: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     stayed_on_host: list[str] = field(default_factory=list)  # offload mode: connections kept, with why
+    never_offloaded: list[str] = field(default_factory=list)  # offload mode: established, never offloaded
+    # outbound index -> why only this mode sends it (matched an `@host` / `@offload` line)
+    mode_only: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -177,6 +180,7 @@ class Runner:
         self.ts_first: tuple[int, int] | None = None  # (script TS val, live TS val) of the first checked
         self.notes: list[str] = []
         self.outbound: list[str] = []
+        self.mode_only: dict[int, str] = {}
         self.pending: list[_Pending] = []
         self.local_isn: int | None = None
         self.ts_map: list[tuple[int, int]] = []  # (script TS val, live TS val) of matched outbound packets
@@ -195,6 +199,8 @@ class Runner:
                 raise Unsupported(why, 1)
             self._setup()
             self._run_events()
+            assert self.h is not None
+            self.mode.finish(self.h)
         except Unsupported as e:
             res.status, res.message, res.line = "unsupported", str(e), e.line
         except Mismatch as e:
@@ -204,8 +210,10 @@ class Runner:
             res.message = f"line {self.current_line}: stack raised {type(e).__name__}: {e}"
         res.notes = self.notes + (self.h.notes if self.h is not None else [])
         res.outbound = self.outbound
+        res.mode_only = self.mode_only
         if self.h is not None:
             res.stayed_on_host = list(self.h.stayed_on_host)
+            res.never_offloaded = list(self.h.never_offloaded)
         res.elapsed_s = _time.perf_counter() - started
         return res
 
@@ -236,7 +244,8 @@ class Runner:
                             "tcp_ts_tick_usecs"):
                 self.notes.append(f"ignored: --{name}")
         self.h = Harness.create(self.seed, cfg, ipv6, mtu, offload=self.mode.name == "offload", **addrs)
-        if any(isinstance(ev, MarkerEvent) for ev in self.script.events) and hasattr(self.mode, "markers_only"):
+        if any(isinstance(ev, MarkerEvent) and ev.only_mode in (None, self.mode.name) for ev in self.script.events) \
+                and hasattr(self.mode, "markers_only"):
             self.mode.markers_only = True
         self.t0 = self.h.sched.now
 
@@ -321,7 +330,7 @@ class Runner:
         prev = self.t0
         for ev in self.script.events:
             self.current_line = ev.line
-            if isinstance(ev, OptionEvent):
+            if isinstance(ev, OptionEvent) or (ev.only_mode is not None and ev.only_mode != self.mode.name):
                 continue
             if isinstance(ev, UnsupportedEvent):
                 raise Unsupported(ev.construct, ev.line)
@@ -422,6 +431,8 @@ class Runner:
         if seg.flags & SYN:
             self.local_isn = seg.seq  # each connection's numbers are relative to its own SYN
         self.outbound.append(f"{self._fmt(t)} {self.render(seg)}")
+        if ev.only_mode is not None:
+            self.mode_only[len(self.outbound) - 1] = self._mode_only_reason(ev, t, seg)
         if lo is not None:
             top = (hi if hi is not None else lo) + self.tol
             if t < lo - self.tol:
@@ -435,6 +446,18 @@ class Runner:
             raise Mismatch(ev.line, "outbound packet mismatch: " + "; ".join(diffs)
                            + f"\n    expected: {ev.text}\n    actual:   > {self.render(seg)}  (at {self._fmt(t)})")
         return t
+
+    def _mode_only_reason(self, ev: PacketEvent, t: int, seg: TcpSegment) -> str:
+        """Why an `@host` / `@offload` outbound line is expected in this mode only: R-TMR-04 when it is
+        a bare ACK sent at the instant a connection was offloaded (the host flushed the owed delayed ACK)."""
+        h = self.h
+        assert h is not None
+        where = f"line {ev.line}: {self._fmt(t)} {self.render(seg)}"
+        bare_ack = seg.flags == ACK and not seg.payload
+        if h.manager is not None and bare_ack and any(
+                when == t and kind == "offload" for when, kind, _, _ in h.manager.history):
+            return f"R-TMR-04: the owed delayed ACK flushed at the offload ({where})"
+        return f"{ev.only_mode} mode only ({where})"
 
     def _run_until_packet(self, until: int | None) -> None:
         h = self.h

@@ -2,7 +2,8 @@
 
 Covers the TCP subset of the language: options, backtick shell lines, time specs, packet lines with
 TCP options, system calls with packetdrill's argument expressions; other constructs become
-`UnsupportedEvent`s so that running them reports `unsupported: ... at line N`.
+`UnsupportedEvent`s so that running them reports `unsupported: ... at line N`. Chimney extensions: the
+`chimney_offload` marker, and `@host` / `@offload` before a statement to run it in that mode only.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _TIME_RE = re.compile(
 _FLAGS_RE = re.compile(r"^[SFRP.EWUN]+$")
 _SEQ_RE = re.compile(r"^(\d+):(\d+)\((\d+)\)$")
 MARKERS = ("chimney_offload",)
+MODE_PREFIXES = {"@host": "host", "@offload": "offload"}  # statement runs in that mode only
 
 
 def _strip_comments(text: str, path: str) -> str:
@@ -424,6 +426,16 @@ def parse_script(text: str, path: str = "<script>") -> Script:
                 option_lines[key] = line
                 events.append(OptionEvent(line, None, name=key, value=options[key]))
             continue
+        only_mode = None
+        if stmt.startswith("@"):
+            word, _, stmt = stmt.partition(" ")
+            only_mode = MODE_PREFIXES.get(word)
+            if only_mode is None:
+                raise ParseError(path, line, f"unknown mode prefix {word!r} (want @host or @offload)")
+            stmt = stmt.strip()
+            if not stmt or stmt.startswith("--"):
+                raise ParseError(path, line, f"{word} needs an event after it")
+        n_before = len(events)
         time, rest = parse_time(stmt)
         if not rest:
             raise ParseError(path, line, "a time with no event")
@@ -441,6 +453,8 @@ def parse_script(text: str, path: str = "<script>") -> Script:
             if time is None:
                 raise ParseError(path, line, f"missing time before {rest[:30]!r}")
             events.append(_parse_syscall(line, time, rest, path))
+        if only_mode is not None:
+            events[n_before].only_mode = only_mode
     for ev in events:
         if ev.time is None and not isinstance(ev, OptionEvent | ShellEvent | UnsupportedEvent):
             raise ParseError(path, ev.line, "missing time")
@@ -457,4 +471,4 @@ def parse_file(path: str) -> Script:
         return parse_script(f.read(), path)
 
 
-__all__ = ["MARKERS", "ParseError", "parse_file", "parse_script", "parse_time"]
+__all__ = ["MARKERS", "MODE_PREFIXES", "ParseError", "parse_file", "parse_script", "parse_time"]

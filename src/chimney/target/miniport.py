@@ -92,6 +92,9 @@ _OK_NODE = (NdisStatus.SUCCESS, NdisStatus.OFFLOAD_PARTIAL_SUCCESS)
 _BYTES = NblInfo.TcpOffloadBytesTransferred
 _NO_PUSH = NblInfo.TcpReceiveNoPush
 _PREFILLED = NblInfo.TcpReceiveBytesTransferred
+# OID_GEN_MAC_OPTIONS: how the host learns whether the NIC inserts 802.1p priorities (R-VLAN-06).
+OID_GEN_MAC_OPTIONS = 0x00010113
+NDIS_MAC_OPTION_8021P_PRIORITY = 0x00000040
 _CLOSED = TcpConnectionState.Closed
 _TIME_WAIT = TcpConnectionState.TimeWait
 _FIN_WAIT_1 = TcpConnectionState.FinWait1
@@ -401,6 +404,10 @@ class OffloadTarget(MiniportDriver):
                     )
                 request.buffer = _clone(stats)  # R-STAT-03
                 request.bytes_written = 1
+            return SUCCESS
+        if request.type is NdisRequestType.QUERY and request.oid == OID_GEN_MAC_OPTIONS:
+            request.buffer = NDIS_MAC_OPTION_8021P_PRIORITY if self.limits.support_8021p else 0  # R-VLAN-06
+            request.bytes_written = 4
             return SUCCESS
         if request.type is NdisRequestType.SET and request.oid == OID_PNP_SET_POWER:
             low = request.buffer is not None and request.buffer != NdisDevicePowerState.D0

@@ -33,11 +33,28 @@ class CongestionControl:
     def in_slow_start(self) -> bool:
         return self.cwnd < self.ssthresh
 
+    def slow_start(self, acked: int) -> int:
+        """Grow cwnd for `acked` bytes in slow start; returns the bytes left for congestion avoidance.
+        abc_limit L > 0: RFC 3465 2.2, at most L*SMSS per ACK. L == 0: Linux tcp_slow_start, every byte
+        acked (a stretch ACK of a whole TSO super-segment counts all its segments) up to ssthresh, the
+        rest carried into congestion avoidance."""
+        limit = self.abc_limit
+        if limit:
+            self.cwnd += min(acked, limit * self.mss)
+            return 0
+        room = self.ssthresh - self.cwnd
+        if acked <= room:
+            self.cwnd += acked
+            return 0
+        self.cwnd = self.ssthresh
+        return acked - room
+
     def on_ack(self, acked: int, rtt_ns: int, now: int, flight: int) -> None:
         mss = self.mss
         if self.cwnd < self.ssthresh:
-            self.cwnd += min(acked, self.abc_limit * mss)
-            return
+            acked = self.slow_start(acked)
+            if not acked:
+                return
         self.bytes_acked += acked
         if self.bytes_acked >= self.cwnd:
             self.bytes_acked -= self.cwnd
@@ -87,8 +104,9 @@ class Cubic(CongestionControl):
     def on_ack(self, acked: int, rtt_ns: int, now: int, flight: int) -> None:
         mss = self.mss
         if self.cwnd < self.ssthresh:
-            self.cwnd += min(acked, self.abc_limit * mss)
-            return
+            acked = self.slow_start(acked)
+            if not acked:
+                return
         cwnd_seg = self.cwnd / mss
         if self.epoch_start < 0:
             self.epoch_start = now

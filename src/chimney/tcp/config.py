@@ -59,7 +59,9 @@ class TcpConfig:
     congestion_control: str = "newreno"  # or "cubic"
     dupack_threshold: int = 3
     limited_transmit: bool = True  # RFC 3042
-    abc_limit: int = 2  # RFC 3465 L (segments per ACK in slow start)
+    # RFC 3465 L: segments per ACK that slow start may count (2 is its limit); 0: no limit, Linux's
+    # tcp_slow_start, where one stretch ACK of a 64 KB TSO super-segment counts every segment it acks.
+    abc_limit: int = 2
     sws_sender_fraction: int = 2  # send a sub-MSS segment when >= max_snd_wnd / this
     challenge_ack_limit: int = 100  # challenge ACKs per second per connection (RFC 5961 7)
     rfc1337: bool = False  # ignore RST in TIME-WAIT
@@ -125,6 +127,8 @@ class TcpConfig:
             raise ValueError("buffer sizes must be positive")
         if self.congestion_control not in ("newreno", "cubic"):
             raise ValueError(f"unknown congestion control {self.congestion_control!r}")
+        if self.abc_limit < 0:
+            raise ValueError("abc_limit must be >= 0 (0: no per-ACK limit)")
         if self.rcv_wscale is not None and not 0 <= self.rcv_wscale <= 14:
             raise ValueError("rcv_wscale must be 0..14 (RFC 7323 2.3)")
         if not self.rto_min_ns <= self.rto_initial_ns <= self.rto_max_ns:
@@ -159,5 +163,6 @@ def linux_profile(**overrides: object) -> TcpConfig:
         rst_on_data_after_close=True,
         nodelay_pushes=True,
         snd_mss_clamp=True,
+        abc_limit=0,
     )
     return cfg.replace(**overrides) if overrides else cfg
