@@ -122,7 +122,7 @@ def _our_stack(topo: TapTopology, sched: RealTimeScheduler, offloads: bool) -> t
     return stack, port
 
 
-def _offload_counters(stack: HostStack, port: TapPort, largest: list[int]) -> dict[str, int]:
+def _offload_counters(stack: HostStack, port: TapPort) -> dict[str, int]:
     c = stack.tcp.counters
     return {
         "gso_frames_in": stack.ip.counters["gso_frames_in"],
@@ -133,24 +133,11 @@ def _offload_counters(stack: HostStack, port: TapPort, largest: list[int]) -> di
         "acks_coalesced": c.acks_coalesced,
         "gro_merged": c.gro_merged,
         "timer_arms": c.timer_arms,
-        "largest_rx_frame": largest[0],
+        "largest_rx_frame": port.largest_in,
         "frames_in": port.frames_in,
         "frames_out": port.counters.delivered,
         "port_drops": sum(port.drops.values()),
     }
-
-
-def _watch_largest(port: TapPort) -> list[int]:
-    box = [0]
-
-    def obs(direction: str, frame: bytes, meta: str | None) -> None:
-        if direction == "rx" and len(frame) > box[0]:
-            box[0] = len(frame)
-
-    # An observer costs a bytes() copy per transmitted frame: only worth it on the offload path,
-    # where there are few, large frames.
-    port.add_observer(obs)
-    return box
 
 
 def _drive_until_exit(sched: RealTimeScheduler, p: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -166,7 +153,6 @@ def ours_rx(topo: TapTopology, nbytes: int, offloads: bool = False, timeout_s: f
     """Linux sends `nbytes`, our stack receives (accept -> EOF, measured on our side)."""
     with RealTimeScheduler() as sched:
         stack, port = _our_stack(topo, sched, offloads)
-        largest = _watch_largest(port) if offloads else [0]
         lsock = stack.listen(PORT)
         lsock.settimeout(timeout_s)
         src = topo.ns.python(_PEER, "source", topo.our_ip, str(PORT), str(nbytes), str(timeout_s))
@@ -186,7 +172,7 @@ def ours_rx(topo: TapTopology, nbytes: int, offloads: bool = False, timeout_s: f
         s.close()
         _drive_until_exit(sched, src, timeout_s)
         lsock.close()
-        counters = _offload_counters(stack, port, largest)
+        counters = _offload_counters(stack, port)
     if n != nbytes:
         raise RuntimeError(f"received {n} of {nbytes} bytes")
     return {"bps": nbytes * 8 / dt, "cpu_us_per_mb": cpu * 1e6 / (nbytes / (1 << 20)), **counters}
@@ -196,7 +182,6 @@ def ours_tx(topo: TapTopology, nbytes: int, offloads: bool = False, timeout_s: f
     """Our stack sends `nbytes`, Linux receives (accept -> EOF, measured by the Linux sink)."""
     with RealTimeScheduler() as sched:
         stack, port = _our_stack(topo, sched, offloads)
-        largest = [0]  # no observer here: it would copy every 64 KB frame we send
         sink = topo.ns.python(_PEER, "sink", "-", str(PORT), str(nbytes), str(timeout_s))
         _ready(sink)
         s = stack.socket()
@@ -213,7 +198,7 @@ def ours_tx(topo: TapTopology, nbytes: int, offloads: bool = False, timeout_s: f
         _drive_until_exit(sched, sink, timeout_s)
         cpu = time.process_time() - c0
         r = _result(sink, 5)
-        counters = _offload_counters(stack, port, largest)
+        counters = _offload_counters(stack, port)
     if r["bytes"] != nbytes:
         raise RuntimeError(f"Linux received {r['bytes']} of {nbytes} bytes")
     return {"bps": nbytes * 8 / r["seconds"], "cpu_us_per_mb": cpu * 1e6 / (nbytes / (1 << 20)), **counters}

@@ -18,6 +18,7 @@ from chimney.ndis.offload_state import (
     TcpUploadReason,
 )
 from chimney.ndis.oid import IpOffloadStats, TcpOffloadStats
+from chimney.ndis.pool import NblPool
 from chimney.ndis.status import NdisStatus
 from chimney.target import OffloadTarget
 from chimney.target.context import NeighborCtx, PathCtx, Phase, TcpCtx
@@ -383,6 +384,7 @@ class UsesRefusedHandlersLater(OffloadTarget):
         if st == NdisStatus.SUCCESS or not kept:
             return st
         self._kept = kept[0]  # "for when chimney comes back": the bug
+        self.rx_pool = NblPool(f"{self.name}/receive", self.name, with_net_buffer=True, tracker=self.ndis.tracker)
         self.adapter = miniport_handle
         self.nic.port.set_receiver(self._on_frame)
         self.nic.port.set_link_listener(self._on_link)

@@ -96,3 +96,37 @@ def test_tests_name_rules_in_function_names_and_docstrings_only_from_the_catalog
     by_id = {r.id: r for r in rule_coverage()}
     # tests/target/test_target_neighbor.py names R-NBR-09 only in a test function name.
     assert "tests/target/test_target_neighbor.py" in by_id["R-NBR-09"].tests
+
+
+def test_only_test_names_and_test_docstrings_count_not_comments_helpers_or_tables() -> None:
+    from chimney.conformance.catalogue_report import test_mentions
+
+    source = '''"""Module docstring naming R-OFF-01."""
+# A comment naming R-OFF-02.
+TABLE = {"R-OFF-05": "scenario"}
+
+
+def helper_r_off_06() -> None:
+    """A helper naming R-OFF-07."""
+
+
+def test_something_r_off_03() -> None:
+    """Shows R-OFF-04."""
+    x = 1  # and R-OFF-08 in a comment
+
+
+class TestGroup:
+    def test_method(self) -> None:
+        """R-OFF-09 in a test method."""
+
+
+class Helpers:
+    def test_not_collected(self) -> None:
+        """R-OFF-10 outside a Test class."""
+'''
+    assert sorted(test_mentions(source)) == ["R-OFF-03", "R-OFF-04", "R-OFF-09"]
+    by_id = {r.id: r for r in rule_coverage()}
+    # Named only in a comment of the filter test doubles: not a test of R-TREE-13; the target test is.
+    assert "tests/filters/filter_doubles.py" not in by_id["R-TREE-13"].tests
+    assert "tests/target/test_target_tree.py" in by_id["R-TREE-13"].tests
+    assert all(t.split("/")[-1].startswith("test_") for r in by_id.values() for t in r.tests if "::" not in t)

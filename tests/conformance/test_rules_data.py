@@ -267,3 +267,18 @@ def test_r_disc_14_connection_let_go_after_its_fin() -> None:
 
 def test_r_rx_07_urgent_data_processed_inline() -> None:
     _caught("UrgentDataInline", "R-RX-07")
+
+
+def test_r_vlan_06_target_without_802_1p_passes_with_priority_zero() -> None:
+    """R-VLAN-06: a target that reports no 802.1p support in OID_GEN_MAC_OPTIONS and sends priority 0 is
+    right; the same target reporting support would be wrong (test above)."""
+    from chimney.target import OffloadTarget
+
+    class No8021p(OffloadTarget):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            self.limits.support_8021p = False
+
+    r = run_battery(No8021p, seed=1, only=["vlan-tagged"], quick=True)
+    assert r.rule("R-VLAN-06").result == PASS, [(x.id, x.first) for x in r.failed_rules]
+    assert r.ok

@@ -25,6 +25,8 @@ B = bytes([198, 18, 0, 2])
 
 
 def test_route_removed_invalidates_the_path_and_the_connection_comes_back_to_the_host() -> None:
+    """R-INV-04: after the path is invalidated the target itself asks for the connection's upload with
+    TcpIndicateRetrieve(InvalidState); the host does not have to upload it on its own."""
     p = pair_with()
     fut, tcb = offloaded_bulk(p, 2_000_000)
     m = p.manager

@@ -41,7 +41,8 @@ from chimney.net.tcp import ACK, PSH, TcpOptions, TcpSegment
 from chimney.sim import SimScheduler
 from chimney.sim.realtime import RealTimeScheduler
 from chimney.sim.tasks import spawn
-from chimney.tcp import linux_profile
+from chimney.tcp import TcpConfig, linux_profile
+from chimney.tcp.cc import make_cc
 from linux_peer import PEER
 
 BUF = 1 << 20
@@ -566,3 +567,77 @@ def test_twenty_megabytes_each_way_through_a_vnet_tap_with_every_offload_on() ->
     assert linux["end"] == "eof"
     # The bytes really went the offload way in both directions.
     assert tso_out > 50 and gso_in > 50, (tso_out, gso_in)
+
+
+# -- the bulk-transfer costs around the offload path: slow start, send buffering, zero-copy reads -------
+
+
+def test_linux_slow_start_counts_every_segment_a_stretch_ack_covers() -> None:
+    """One ACK for a 45-segment TSO super-segment: Linux (tcp_slow_start) grows cwnd by all 45 segments,
+    up to ssthresh with the rest going to congestion avoidance; RFC 3465's L=2 limit grows it by 2."""
+    mss = 1448
+    linux = make_cc("cubic", mss, 10, linux_profile().abc_limit)
+    linux.on_ack(45 * mss, 1_000_000, 0, 45 * mss)
+    assert linux.cwnd == 55 * mss
+    rfc = make_cc("newreno", mss, 10, TcpConfig().abc_limit)
+    rfc.on_ack(45 * mss, 1_000_000, 0, 45 * mss)
+    assert rfc.cwnd == 12 * mss
+    capped = make_cc("newreno", mss, 10, 0)
+    capped.ssthresh = 20 * mss
+    capped.on_ack(45 * mss, 1_000_000, 0, 45 * mss)
+    # Slow start stops at ssthresh; the 35 segments past it count in avoidance: one cwnd's worth (20) of
+    # them grows cwnd by one segment, 15 stay counted towards the next.
+    assert capped.cwnd == 21 * mss and capped.bytes_acked == 15 * mss
+    with pytest.raises(ValueError):
+        TcpConfig(abc_limit=-1).validate()
+
+
+def _established(sched: SimScheduler) -> tuple[Socket, Socket]:
+    a, b, _ = connected_pair(sched, tcp_config=linux_profile(snd_buf=BUF, rcv_buf=BUF))
+    lst = b.listen(5300)
+    c = a.socket()
+    c.setblocking(False)
+    c.connect_ex(("198.18.0.2", 5300))
+    sched.run_until(sched.now + 100 * MS)
+    s, _ = lst.accept()
+    return c, s
+
+
+def test_send_keeps_immutable_bytes_by_reference_and_copies_a_reusable_buffer() -> None:
+    """A view of immutable bytes is queued as it is (no copy); a bytearray is copied at send time, so
+    what the peer receives is what it held then, whatever the caller writes into it afterwards."""
+    sched = SimScheduler(seed=4)
+    c, s = _established(sched)
+    frozen = bytes(range(256)) * 64
+    c.setblocking(True)
+    c.sendall(frozen)
+    assert c.tcb is not None
+    held = c.tcb.conn.sndbuf.views()
+    assert held and all(v.obj is frozen for v in held)
+    reused = bytearray(b"a" * 5000)
+    assert c.send(memoryview(reused)) == 5000
+    reused[:] = b"b" * 5000
+    assert not any(v.obj is reused for v in c.tcb.conn.sndbuf.views())
+    sched.run_until(sched.now + 200 * MS)
+    got = bytearray()
+    while len(got) < len(frozen) + 5000:
+        got += s.recv(1 << 20)
+    assert bytes(got) == frozen + b"a" * 5000
+
+
+def test_recv_view_hands_one_received_segment_at_a_time_and_recv_into_gathers_them() -> None:
+    """recv_view never joins: with several segments queued it returns a view of the first alone (a short
+    read); recv_into copies segment after segment straight into the caller's buffer."""
+    sched = SimScheduler(seed=6)
+    c, s = _established(sched)
+    c.setblocking(True)
+    for i in range(3):
+        c.sendall(bytes([65 + i]) * 1000)
+        c.setsockopt(6, 1, 1)  # TCP_NODELAY: three separate segments
+        sched.run_until(sched.now + 5 * MS)
+    sched.run_until(sched.now + 100 * MS)
+    first = s.recv_view(1 << 20)
+    assert isinstance(first, memoryview) and bytes(first) == b"A" * 1000
+    buf = bytearray(4000)
+    assert s.recv_into(buf) == 2000
+    assert bytes(buf[:2000]) == b"B" * 1000 + b"C" * 1000

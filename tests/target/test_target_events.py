@@ -53,6 +53,7 @@ def test_rst_aborts_outstanding_sends_then_indicates_abort_r_evt_02_03() -> None
 
 
 def test_fin_indicates_disconnect_only_after_data_consumed_r_evt_01() -> None:
+    """Then R-RECV-11: a receive request posted after TcpIndicateDisconnect completes with INVALID_STATE."""
     rig = Rig()
     rig.connect()
     rig.offload()
@@ -75,6 +76,7 @@ def test_fin_indicates_disconnect_only_after_data_consumed_r_evt_01() -> None:
 
 
 def test_graceful_disconnect_then_peer_fin_time_wait_requests_upload_r_tmr_03() -> None:
+    """R-DISC-09: a graceful disconnect whose user data and FIN the peer acknowledged completes SUCCESS."""
     rig = Rig()
     rig.connect()
     rig.offload()

@@ -66,8 +66,8 @@ def test_ipv6_connection_offload_and_upload_r_init_08() -> None:
 
 def test_lossy_link_mid_transfer_terminate_returns_unacked_sends_in_order_r_trm_11_12_13() -> None:
     """Data in flight both ways at terminate: unacked NBLs come back in their original order with
-    SendDataHead/Tail and SndUna consistent; acked-undelivered data comes back as BufferedData; the
-    fresh engine connection finishes both streams byte-exactly."""
+    SendDataHead/Tail and SndUna consistent; acked-undelivered data comes back as BufferedData (R-TRM-15);
+    the fresh engine connection finishes both streams byte-exactly."""
     from chimney.links.impair import Impairments
 
     def imp() -> Impairments:
@@ -248,6 +248,7 @@ def test_terminate_flushes_delayed_ack_r_trm_17() -> None:
 
 
 def test_timestamps_continue_across_offload_and_terminate_r_ts_01_04() -> None:
+    """R-TRM-24 too: the TsTime returned at terminate is exactly NicTime + NicDelta at that moment."""
     rig = Rig()
     rig.connect()
     rig.run(100)

@@ -218,3 +218,32 @@ def test_media_disconnect_is_only_reported_r_evt_12() -> None:
     assert len(rig.target.tcps) == 1 and not rig.host.events  # no upload requested by the target
     rig.link.set_up(True)
     assert rig.host.status[-1].status_code == NdisStatus.MEDIA_CONNECT
+
+
+def test_r_stat_06_octets_are_whole_ip_datagrams_of_the_counted_ones() -> None:
+    """R-STAT-06: after a reset, OutOctets is the sum of the IP total lengths (header + TCP header with
+    options + data) of exactly the OutRequests datagrams the peer received, and InOctets that of the
+    InReceives datagrams the target took from the peer; timestamps make every TCP header 32 bytes, which
+    a count of 40 header bytes per datagram misses."""
+    from chimney.ndis.oid import OID_IP4_OFFLOAD_STATS
+    from chimney.net.frame import parse_frame
+
+    rig = Rig()
+    rig.connect()
+    rig.offload()
+    rig.run(300)  # idle: nothing in flight when the counters restart
+    assert rig.ndis.oid_request(rig.binding, NdisOidRequest.set(OID_IP4_OFFLOAD_STATS, None)) == NdisStatus.SUCCESS
+    to_target: list[int] = []
+    rig.link.b.add_observer(lambda d, fr, _m: to_target.append(parse_frame(fr).ip_total_len) if d == "tx" else None)
+    seen = len(rig.peer.frames_in)
+    rig.send(pattern(20_000, 1))
+    rig.run(until=lambda: len(rig.peer.received) == 20_000)
+    rig.run(300)
+    req = NdisOidRequest.query(OID_IP4_OFFLOAD_STATS)
+    assert rig.ndis.oid_request(rig.binding, req) == NdisStatus.SUCCESS
+    ip4 = req.buffer
+    out = [f.ip_total_len for f in rig.peer.frames_in[seen:]]
+    assert ip4.out_requests == len(out) > 10  # type: ignore[attr-defined]
+    assert ip4.out_octets == sum(out)  # type: ignore[attr-defined]
+    assert ip4.in_receives == len(to_target) > 0  # type: ignore[attr-defined]
+    assert ip4.in_octets == sum(to_target)  # type: ignore[attr-defined]

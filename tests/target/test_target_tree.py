@@ -163,6 +163,8 @@ def test_resource_limits_give_specific_codes_r_off_06(limits: TargetLimits, laye
     ],
 )
 def test_vlan_offload_decisions(limits: TargetLimits, vid: int, code: int) -> None:
+    """R-VLAN-02 (no VLAN entry left: OFFLOAD_VLAN_ENTRIES), R-VLAN-03 (interface VLAN 0: any VlanId
+    accepted) and R-VLAN-04 (interface VLAN 5: VlanId 0 or 5 accepted, 9 fails with VLAN_MISMATCH)."""
     rig = Rig(limits=limits)
     first = neighbor_node(H("n0"), vlan_id=5 if limits.interface_vlans or limits.max_vlans == 1 else 0)
     second = neighbor_node(H("n1"), vlan_id=vid)
@@ -243,3 +245,56 @@ def test_failed_tcp_offload_leaves_its_send_data_untouched_r_off_23() -> None:
     assert tcp.status == NdisStatus.RESOURCES and tree.dependent_block_list.status == PARTIAL  # type: ignore[union-attr]
     assert all(n.status == NBL_STATUS_UNSET for n in chain) and not rig.host.send_done
     assert all(n.owner == rig.host.name for n in chain)
+
+
+def _record_creates(rig: Rig) -> list[tuple[object, object, object]]:
+    """(MiniportOffloadBlockList node, context created, status) for every node the target creates, in order."""
+    seen: list[tuple[object, object, object]] = []
+    create = rig.target._create
+
+    def spy(node: object, parent: object, new: list[TcpCtx]) -> tuple[object, int]:
+        ctx, st = create(node, parent, new)  # type: ignore[arg-type]
+        seen.append((node, ctx, st))
+        return ctx, st
+
+    rig.target._create = spy  # type: ignore[method-assign]
+    return seen
+
+
+def _label(node: object) -> str:
+    for s in node.state:  # type: ignore[attr-defined]
+        if hasattr(s, "local_port"):
+            return f"t{s.local_port}"
+        if hasattr(s, "destination_address"):
+            return f"p{s.destination_address[-1]}"
+    return "n"
+
+
+def test_r_off_02_node_then_its_dependents_then_its_next_sibling() -> None:
+    """R-OFF-02: neighbor -> (path A -> TCP 1001, 1002), path B -> TCP 1003 is processed n, pA, t1001, t1002,
+    pB, t1003 (depth-first along dependents, then NextBlock); breadth-first would visit pB before t1001."""
+    rig = Rig()
+    seen = _record_creates(rig)
+    other = IP_PEER[:3] + bytes([IP_PEER[3] + 1])
+    pa = link_rows(path_node(H("pa")), tcp_node(H("t1"), 1001), tcp_node(H("t2"), 1002))
+    pb = link_rows(path_node(H("pb"), dst=other), tcp_node(H("t3"), 1003))
+    root = link_rows(neighbor_node(H("n")), pa, pb)
+    initiate(rig, root)
+    assert all(n.status == OK for n in iter_tree(root))
+    assert [_label(n) for n, _c, _s in seen] == ["n", f"p{IP_PEER[3]}", "t1001", "t1002", f"p{other[3]}", "t1003"]
+
+
+def test_r_tree_13_neighbor_and_tcp_contexts_keep_the_node_ndis_offload_handle() -> None:
+    """R-TREE-13: the context the target creates for a neighbor and a TCP node holds that node's
+    NdisOffloadHandle (the one NDIS routes its indications by), not a parent's or a sibling's."""
+    rig = Rig()
+    seen = _record_creates(rig)
+    root = link_rows(neighbor_node(H("n")), link_rows(path_node(H("p")), tcp_node(H("t1"), 1001),
+                                                     tcp_node(H("t2"), 1002)))
+    initiate(rig, root)
+    kept = [(node, ctx) for node, ctx, _s in seen if isinstance(ctx, NeighborCtx | TcpCtx)]
+    assert len(kept) == 3
+    handles = [node.ndis_offload_handle for node, _ctx in kept]  # type: ignore[attr-defined]
+    assert all(h is not None for h in handles) and len({id(h) for h in handles}) == 3
+    for node, ctx in kept:
+        assert ctx.handle is node.ndis_offload_handle  # type: ignore[attr-defined, union-attr]

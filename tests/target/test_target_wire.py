@@ -9,6 +9,7 @@ import struct
 import pytest
 from target_harness import HOST_PORT, IP_HOST, IP_PEER, MAC_NIC, MAC_PEER, PEER_PORT, Rig, pattern
 
+from chimney.links.impair import Impairments
 from chimney.ndis.buffers import nbl_from_bytes
 from chimney.ndis.offload_state import (
     NDIS_TCP_CHIMNEY_OFFLOAD,
@@ -50,6 +51,8 @@ def peer_frame(
 
 
 def test_registration_capabilities_and_parameters_r_init() -> None:
+    """R-INIT-15/16: after MiniportInitializeEx the target holds two receive pools (chimney indications and
+    non-offload receives), each handing out NBLs with exactly one NET_BUFFER."""
     rig = Rig(limits=TargetLimits(max_tcp=77, support_ipv6=False), tps=100)
     t = rig.target
     assert rig.adapter.chimney_capable  # R-INIT-01/02: both provider tables registered
@@ -77,6 +80,8 @@ def test_timers_tick_at_ticks_per_second_r_init_14() -> None:
 
 
 def test_offloaded_frames_headers_r_off_08_send_12_17() -> None:
+    """R-SEND-12 and R-SEND-17: every IPv4 datagram the target sends for 30 KB of data has DF set and an
+    IP ID from the target's half of the space; none is an IP fragment (R-SEND-13)."""
     rig = Rig()
     rig.connect()
     rig.run(20)
@@ -93,6 +98,7 @@ def test_offloaded_frames_headers_r_off_08_send_12_17() -> None:
     assert all(f.ip_src == IP_HOST and f.ip_dst == IP_PEER and f.ttl == rig.cached.ttl_or_hop_limit for f in frames)
     assert all(f.tcp.options is not None and f.tcp.options.ts_val is not None for f in frames)  # R-TS-07
     assert max(len(f.tcp.payload) for f in frames) <= 1500 - 40 - 12  # no IP fragments (R-SEND-13)
+    assert not any(f.is_fragment for f in frames)
 
 
 @pytest.mark.parametrize(("vid", "prio", "tag"), [(0, 0, None), (0, 5, (0, 5)), (7, 3, (7, 3))])
@@ -122,6 +128,8 @@ def test_vlan_receive_filter_r_rx_09() -> None:
 
 
 def test_management_fragments_and_options_take_the_normal_path_r_rx_04_05_06() -> None:
+    """R-RX-12 too: a first IP fragment for the offloaded connection is indicated to the host, never held
+    for reassembly or processed by the target."""
     rig = Rig()
     rig.connect()
     rig.offload()
@@ -291,3 +299,33 @@ def test_delayed_ack_follows_offload_parameters_r_init_12(ticks: int, freq: int,
     rig.run(until=lambda: any(f.tcp is not None for f in rig.peer.frames_in[seen:]))
     waited_ms = (rig.sched.now - start) // 1_000_000
     assert ack_after_ms <= waited_ms <= ack_after_ms + 1  # tick rounding
+
+
+def test_r_off_17_in_flight_bytes_at_offload_are_retransmitted_and_acked() -> None:
+    """R-OFF-17: two segments the host sent (SndUna..SndNxt) are all lost on the wire when the connection is
+    offloaded; the target treats them as sent and unacknowledged: it retransmits them (nothing past SndNxt
+    exists), the peer gets them once, and the peer's ACK completes the NetBufferListChain with SUCCESS."""
+    rig = Rig()
+    rig.connect()
+    rig.link.reconfigure(a_to_b=Impairments(loss=1.0))
+    data = pattern(2 * 1448, 17)  # two full segments: Nagle holds nothing back
+    conn = rig.host.conn
+    assert conn is not None
+    conn.send(data, rig.sched.now)
+    rig.host.pump()
+    rig.run(1)
+    una, nxt = conn.snd_una & 0xFFFFFFFF, conn.snd_nxt & 0xFFFFFFFF
+    assert (nxt - una) & 0xFFFFFFFF == len(data) and rig.peer.received == b""
+    tree = rig.offload()
+    rig.link.reconfigure(a_to_b=Impairments())
+    seen = len(rig.peer.frames_in)
+    rig.run(until=lambda: len(rig.peer.received) == len(data))
+    rig.run(500)  # past the peer's delayed ACK
+    assert bytes(rig.peer.received) == data
+    resent = [f.tcp for f in rig.peer.frames_in[seen:] if f.tcp is not None and f.tcp.payload]
+    assert resent and resent[0].seq == una
+    assert all(((s.seq - una) & 0xFFFFFFFF) < len(data) for s in resent)
+    chain = tree.dependent_block_list.dependent_block_list.net_buffer_list_chain  # type: ignore[union-attr]
+    assert chain is not None
+    done = {id(n): st for n, st, _b in rig.host.send_done}
+    assert done.get(id(chain)) == NdisStatus.SUCCESS

@@ -145,6 +145,8 @@ def test_keepalive_resumes_r_tmr_08() -> None:
 
 
 def test_timestamps_monotonic_across_move_r_ts_01_04() -> None:
+    """R-TS-02 too: the retransmission the importing side sends carries TSval = its clock + the delta that
+    continues TsTime (5000 ticks at import, 400 ms later 5400), not its own unrelated clock."""
     p = established_server(opts="mss 1460,TS val 1 ecr 0")
     p.now = 5 * S
     p.conn.send(b"a", p.now)
@@ -158,6 +160,7 @@ def test_timestamps_monotonic_across_move_r_ts_01_04() -> None:
     (after,) = q.pop_segments()
     assert before.options is not None and after.options is not None
     assert after.options.ts_val > before.options.ts_val and after.options.ts_ecr == 1
+    assert after.options.ts_val == q.ts_now(2 * S + 400 * MS) == 5400
 
 
 def test_import_keeps_buffered_receive_data_and_half_close() -> None:

@@ -1130,15 +1130,17 @@ def refused_offload_handlers(b: Bench, quick: bool) -> None:
     b.run(20)
     n_init = len(used)
     during_init = sorted(set(used))
-    link.b.send(bytes(link.a.mac or b"") + bytes(link.b.mac or b"") + b"\x08\x00" + bytes(46))  # a frame to handle
-    seg = TcpSegment(5001, 5002, 1000, 1, ACK | PSH, 8192, b"later")
-    link.b.send(encode_tcp_frame(seg, eth_src=link.b.mac or bytes(6), eth_dst=link.a.mac or bytes(6),
-                                 ip_src=bytes([198, 18, 9, 2]), ip_dst=bytes([198, 18, 9, 1])))
-    b.run(5)
-    link.set_up(False)
-    b.run(5)
-    link.set_up(True)
-    b.run(1000)
+    # A use of the table raises AttributeError (an invalid pointer); it is recorded, and the rest is skipped.
+    with contextlib.suppress(AttributeError):
+        link.b.send(bytes(link.a.mac or b"") + bytes(link.b.mac or b"") + b"\x08\x00" + bytes(46))
+        seg = TcpSegment(5001, 5002, 1000, 1, ACK | PSH, 8192, b"later")
+        link.b.send(encode_tcp_frame(seg, eth_src=link.b.mac or bytes(6), eth_dst=link.a.mac or bytes(6),
+                                     ip_src=bytes([198, 18, 9, 2]), ip_dst=bytes([198, 18, 9, 1])))
+        b.run(5)
+        link.set_up(False)
+        b.run(5)
+        link.set_up(True)
+        b.run(1000)
     if adapter is not None:
         with contextlib.suppress(Exception):
             ndis.halt_adapter(adapter)

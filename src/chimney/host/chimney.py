@@ -540,7 +540,8 @@ class ChimneyPath(TcbPath):
         """After the initiate completion returned: forward, then the sends the user made meanwhile."""
         if self.phase is not Phase.OFFLOADED:
             return
-        if self.tcb in self.manager.declined:  # a setting no chimney field carries came meanwhile
+        if self.tcb in self.manager.declined or self._close_needs_host():
+            # A setting no chimney field carries, or a close() only the host engine can run, came meanwhile.
             self.manager.upload(self.tcb, reason="uncarried")
             return
         self._forward_held()

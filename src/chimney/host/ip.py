@@ -150,7 +150,7 @@ class HostIp:
             iface.transmit_vnet = port.send_vnet  # type: ignore[attr-defined]
             iface.rx_csum_offload, iface.rx_gso = vnet
             port.set_vnet_receiver(  # type: ignore[attr-defined]
-                lambda frame, hdr, iface=iface: self.input_frame(iface, frame, hdr)
+                lambda frame, hdr, iface=iface: self.input_frame(iface, frame, hdr), views=True
             )
         else:
             port.set_receiver(lambda frame, iface=iface: self.input_frame(iface, frame))

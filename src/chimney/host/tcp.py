@@ -577,6 +577,9 @@ class TcpTransport:
         self.hdr = bytearray(HDR_SCRATCH)
         self.hdr_mv = memoryview(self.hdr)
         self._builders: dict[tuple[bytes, bytes, bytes, bytes, int, int], TcpFrameBuilder] = {}
+        # (gso type, header length, MSS, csum start, csum offset) -> the TSO VnetHdr: a bulk transfer
+        # repeats one or two, and the port packs a header object it has seen before only once.
+        self._tso_hdrs: dict[tuple[int, int, int, int, int], VnetHdr] = {}
         # Offload use: TSO on interfaces that offer it; on links that report receive drains, output
         # waits for the drain end (at most `rx_batch` segments), ACKs coalesced.
         self.tso = True
@@ -939,7 +942,13 @@ class TcpTransport:
             gso = VIRTIO_NET_HDR_GSO_TCPV6
         hdr = tcb.hdr_mv
         hlen = b.build(hdr, seg, ip_id=ip_id, offload_csum=True)
-        vh = VnetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso, hlen, mss, b.csum_start, b.csum_offset)
+        key = (gso, hlen, mss, b.csum_start, b.csum_offset)
+        vh = self._tso_hdrs.get(key)
+        if vh is None:
+            if len(self._tso_hdrs) >= BUILDER_CACHE_MAX:
+                self._tso_hdrs.clear()
+            vh = self._tso_hdrs[key] = VnetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso, hlen, mss, b.csum_start,
+                                               b.csum_offset)
         self.counters.tso_frames_out += 1
         tx = iface.transmit_vnet
         if tx is None or not iface.up:

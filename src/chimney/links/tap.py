@@ -9,6 +9,7 @@ Offload metadata (IFF_VNET_HDR): with `TapDevice(vnet_hdr=True)` every frame car
 virtio_net_hdr. `TapPort` strips it before delivery and exposes it two ways:
   * `set_vnet_receiver(cb)` where `cb(frame: bytes, hdr: VnetHdr | None)`; `hdr` is None for a
     frame whose header is all zero (no checksum work, no segmentation: the common fast case);
+    `set_vnet_receiver(cb, views=True)` hands `frame` as a memoryview of the read buffer instead (no copy);
   * with a plain `set_receiver(cb)`, `port.rx_vnet` holds that same value while `cb` runs.
 On transmit, `send(frame)` prepends an all-zero header (scatter write, no concatenation) and
 `send_vnet(frame, hdr)` sends a caller-built one (e.g. NEEDS_CSUM or a TCPV4 super-segment that the
@@ -106,6 +107,7 @@ _FATAL_RX: Final = frozenset({errno.EBADF, errno.EBADFD, errno.ENODEV, errno.ENX
 
 _write = os.write
 _writev = os.writev
+_HDR_CACHE_MAX = 64  # distinct received virtio_net_hdr byte strings kept decoded per port
 _readv = os.readv
 _LITTLE = int.from_bytes(b"\x01\x00", "little") == 1
 #: Frames read into one slab (one numpy call sums them all), at most SLAB_BYTES of slots (big-MTU
@@ -377,7 +379,8 @@ class TapPort(Port):
     took, drops as RUNT (< 14 bytes), MTU (longer than MTU + header, or EINVAL/EMSGSIZE),
     QUEUE_FULL (EAGAIN), LINK_DOWN (EIO: interface down);
     `rx_frames`/`rx_bytes` for frames handed to the receiver; `frames_in`/`bytes_in` for every
-    frame read; `eagain_out`, `errors_in`, `errors_out`, `wakeups`, and `drops` (reason -> count)
+    frame read (`largest_in`: the longest frame, vnet header excluded, read on the vnet-header or
+    general path, i.e. the evidence that GSO super-frames arrived); `eagain_out`, `errors_in`, `errors_out`, `wakeups`, and `drops` (reason -> count)
     for everything not delivered or not sent, with the reason spelled out.
     """
 
@@ -385,13 +388,16 @@ class TapPort(Port):
         "_csum_receiver",
         "_drain_end",
         "_gen",
+        "_hdr_cache",
         "_hdr_mrg",
         "_imp_in",
         "_imp_out",
         "_max_plain",
         "_mtu",
         "_reading",
+        "_tx_hdr",
         "_vnet_receiver",
+        "_vnet_views",
         "_zero_hdr",
         "bytes_in",
         "dev",
@@ -400,6 +406,7 @@ class TapPort(Port):
         "errors_in",
         "errors_out",
         "frames_in",
+        "largest_in",
         "max_drain",
         "owns_device",
         "rx_vnet",
@@ -424,9 +431,15 @@ class TapPort(Port):
         self.max_drain = max_drain
         self.owns_device = owns_device
         self._vnet_receiver: VnetReceiver | None = None
+        self._vnet_views = False
         self._drain_end: Callable[[], None] | None = None
         self._csum_receiver: CsumReceiver | None = None
         self._hdr_mrg = dev.vnet_hdr_sz == VNET_HDR_MRG_LEN
+        # Raw received header -> parsed VnetHdr (shared, never mutated): a TCP flow's GSO frames and ACKs
+        # repeat a handful of headers, so each is decoded once rather than per frame.
+        self._hdr_cache: dict[bytes, VnetHdr] = {}
+        self.largest_in = 0
+        self._tx_hdr: tuple[VnetHdr | None, bytes] = (None, b"")  # last header sent and its packed bytes
         self._zero_hdr = ZERO_HDR_MRG if self._hdr_mrg else ZERO_HDR
         self.rx_vnet: VnetHdr | None = None
         self.frames_in = 0
@@ -490,9 +503,12 @@ class TapPort(Port):
         self._gen += 1
         return True
 
-    def set_vnet_receiver(self, callback: VnetReceiver | None) -> None:
-        """Frames go to `callback(frame, hdr)`; `hdr` is None when the vnet header was all zero."""
+    def set_vnet_receiver(self, callback: VnetReceiver | None, *, views: bool = False) -> None:
+        """Frames go to `callback(frame, hdr)`; `hdr` is None when the vnet header was all zero.
+        `views`: `frame` is a memoryview past the header instead of a bytes copy of the frame (no 64 KB
+        copy per super-frame; the receiver may keep views of it). Parsed headers are shared objects."""
         self._vnet_receiver = callback
+        self._vnet_views = views
         self._receiver = None
         self._gen += 1
 
@@ -680,7 +696,11 @@ class TapPort(Port):
             size = len(frame)  # type: ignore[arg-type]
         if isinstance(hdr, VnetHdr):
             hdr.validate(size)
-            raw = hdr.pack(self._hdr_mrg)
+            last, raw = self._tx_hdr
+            if hdr is not last:
+                # The sender reuses one header object per flow (TcpTransport._send_tso): pack it once.
+                raw = hdr.pack(self._hdr_mrg)
+                self._tx_hdr = (hdr, raw)
         else:
             raw = hdr
             if len(raw) != self.dev.vnet_hdr_sz:
@@ -906,6 +926,7 @@ class TapPort(Port):
         fd = self.dev.fd
         size = self.dev.read_size
         hsz = self.dev.vnet_hdr_sz
+        hcache = self._hdr_cache
         gen = self._gen
         read = os.read
         n = 0
@@ -927,29 +948,39 @@ class TapPort(Port):
                     if data[0] == 0 and data[1] == 0:
                         hdr = None
                     else:
-                        try:
-                            hdr = VnetHdr.parse(data, self._hdr_mrg)
-                        except VnetHeaderError:
-                            self._drop("rx_bad_vnet_hdr")
-                            continue
-                    frame = data[hsz:]
+                        raw = data[:hsz]
+                        hdr = hcache.get(raw)
+                        if hdr is None:
+                            try:
+                                hdr = VnetHdr.parse(raw, self._hdr_mrg)
+                            except VnetHeaderError:
+                                self._drop("rx_bad_vnet_hdr")
+                                continue
+                            if len(hcache) >= _HDR_CACHE_MAX:
+                                hcache.clear()
+                            hcache[raw] = hdr
+                    # A view past the header: slicing the bytes would copy every 64 KB super-frame.
+                    frame: bytes | memoryview = memoryview(data)[hsz:]
                     ln -= hsz
                 else:
                     hdr = None
                     frame = data
                 self.frames_in += 1
                 self.bytes_in += ln
+                if ln > self.largest_in:
+                    self.largest_in = ln
                 if self._imp_in is not None:
-                    self._imp_in.send(frame, None)  # delivered later by _deliver_impaired
+                    self._imp_in.send(bytes(frame), None)  # delivered later by _deliver_impaired
                     continue
                 if self._observers:
+                    fb = bytes(frame)
                     for obs in self._observers:
-                        obs("rx", frame, None)
+                        obs("rx", fb, None)
                 vr = self._vnet_receiver
                 if vr is not None:
                     self.rx_frames += 1
                     self.rx_bytes += ln
-                    vr(frame, hdr)
+                    vr(frame if self._vnet_views or not hsz else bytes(frame), hdr)
                 else:
                     r = self._receiver
                     if r is None:
@@ -958,7 +989,7 @@ class TapPort(Port):
                     self.rx_frames += 1
                     self.rx_bytes += ln
                     self.rx_vnet = hdr
-                    r(frame)
+                    r(bytes(frame) if hsz else frame)
                 if self._gen != gen:
                     break
         finally:

@@ -160,12 +160,14 @@ class EmulatedNic:
         self._ip_id = i + 1 if i < 0xFFFF else 0x8000
         return i
 
-    def send_segment(self, builder: TcpFrameBuilder, seg: Any, v6: bool, meta: str | None) -> None:
+    def send_segment(self, builder: TcpFrameBuilder, seg: Any, v6: bool, meta: str | None) -> int:
+        """Frame and send one segment; returns the IP datagram's length (for OutOctets, R-STAT-06)."""
         hlen = builder.build(self._hdr, seg, ip_id=0 if v6 else self.next_ip_id())
         frame = b"".join((self._hdr_mv[:hlen], seg.payload))
         self.tx_frames += 1
         self.tx_bytes += len(frame)
         self.port.send(frame, meta)
+        return len(frame) - builder._l2  # the Ethernet (+ 802.1Q) header the builder wrote
 
     def send_frame(self, frame: bytes) -> None:
         self.tx_frames += 1
@@ -706,7 +708,6 @@ class OffloadTarget(MiniportDriver):
         v6 = ctx.path.v6
         ip = self.ip_stats[v6]
         tcp = self.tcp_stats[v6]
-        hdr = 60 if v6 else 40
         for seg in segs:
             flags = seg.flags
             if invalid and len(seg.payload):
@@ -717,10 +718,10 @@ class OffloadTarget(MiniportDriver):
                     self.counters["rst_suppressed"] += 1  # R-DISC-03: only an abortive disconnect sends RST
                     continue
                 tcp.add("out_resets")
-            nic.send_segment(builder, seg, v6, None)
+            octets = nic.send_segment(builder, seg, v6, None)
             n = len(seg.payload)
             ip.add("out_requests")
-            ip.add("out_octets", hdr + n)
+            ip.add("out_octets", octets)  # R-STAT-06: IP header + TCP header with its options + data
             # R-STAT-08: a segment carrying any byte sent before counts as retransmitted; one carrying
             # only old bytes is not an OutSegment.
             end = (seg.seq + n) & MASK
