@@ -33,6 +33,8 @@ def verify(
         "--only", help="Run only this scenario (repeatable); see the scenario table for names.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Smaller transfers (same scenarios, same checks).")] = False,
+    ims: Annotated[int, typer.Option("--ims", min=0, max=16,
+                                     help="Pass-through intermediate drivers between host and target.")] = 0,
 ) -> None:
     """Run the scenario battery against an offload target with the host stack and the contract verifier
     (RECORD mode) as counterpart. Exit 1 if a MUST rule fails or a scenario fails functionally, 2 on bad
@@ -43,7 +45,8 @@ def verify(
         typer.echo(f"chimney verify: {e}", err=True)
         raise typer.Exit(2) from None
     try:
-        report = run_battery(factory, seed=seed, only=only or None, quick=quick, target_name=target or "builtin")
+        report = run_battery(factory, seed=seed, only=only or None, quick=quick, target_name=target or "builtin",
+                             ims=ims)
     except ValueError as e:
         typer.echo(f"chimney verify: {e}", err=True)
         raise typer.Exit(2) from None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chimney.filters.checks import ImChecks
 from chimney.host.chimney import OffloadPair, build_offload_pair
 from chimney.host.policy import OffloadPolicy
 from chimney.links.impair import Impairments
@@ -28,6 +29,10 @@ TargetFactory = Callable[..., Any]
 class ConformanceChecks(ChimneyChecks):
     """The full chimney phase machine (the core stamps and hands back the initiate chain itself,
     R-OFF-22/23, R-TRM-11)."""
+
+
+class ConformanceImChecks(ImChecks):
+    """The same with pass-through IMs stacked between host and target: the IM rules (§3.8) on top."""
 
 
 def load_target(spec: str | None) -> TargetFactory:
@@ -80,9 +85,11 @@ def build_pair(
     verifier: Verifier | None = None,
     ticks_per_second: int = 1000,
     settle_ns: int = 10 * NS_PER_MS,
+    ims: int = 0,
 ) -> OffloadPair:
     """`build_offload_pair` with a user's target (`factory(name, nic, scheduler, limits)`), the combined
-    conformance checks, a RECORD verifier (collect every violation) and explicit offloads by default."""
+    conformance checks, a RECORD verifier (collect every violation) and explicit offloads by default;
+    `ims` pass-through intermediate drivers between host A and the target."""
     return build_offload_pair(
         scheduler,
         seed,
@@ -93,5 +100,6 @@ def build_pair(
         ticks_per_second=ticks_per_second,
         settle_ns=settle_ns,
         target_factory=factory,
-        checks=ConformanceChecks,
+        checks=ConformanceImChecks if ims else ConformanceChecks,
+        ims=ims,
     )

@@ -104,7 +104,7 @@ def _event_text(v: Any) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def run_scenario(factory: TargetFactory, sc: Scenario, seed: int, quick: bool) -> ScenarioResult:
+def run_scenario(factory: TargetFactory, sc: Scenario, seed: int, quick: bool, ims: int = 0) -> ScenarioResult:
     """One scenario on a fresh pair and verifier; a crash of the target or the scenario is a functional
     failure with its last frame, never an exception out of the battery."""
     verifier = Verifier(Mode.RECORD)
@@ -113,7 +113,7 @@ def run_scenario(factory: TargetFactory, sc: Scenario, seed: int, quick: bool) -
     bench: Bench | None = None
     try:
         bench = Bench(factory, seed, verifier, impairments=sc.impairments, target_options=sc.target_options,
-                      ticks_per_second=sc.ticks_per_second)
+                      ticks_per_second=sc.ticks_per_second, ims=ims)
         sc.run(bench, quick)
     except ScenarioAbort:
         pass
@@ -159,8 +159,10 @@ def checkable_rules() -> set[str]:
 
 
 def run_battery(factory: TargetFactory, *, seed: int = 1, only: list[str] | None = None, quick: bool = False,
-                target_name: str = "builtin") -> VerifyReport:
-    scenarios = [run_scenario(factory, sc, seed, quick) for sc in select(only)]
+                target_name: str = "builtin", ims: int = 0) -> VerifyReport:
+    """Every selected scenario on a fresh pair; `ims` pass-through IMs in host A's binding (the same
+    battery must pass through any stack of chimney-capable IMs, §3.8)."""
+    scenarios = [run_scenario(factory, sc, seed, quick, ims) for sc in select(only)]
     checks: dict[str, int] = {}
     for s in scenarios:
         for rid in s.checked:

@@ -43,12 +43,12 @@ class Bench:
 
     def __init__(self, factory: TargetFactory, seed: int, verifier: Verifier, *, impairments: Any = WIRE,
                  policy: OffloadPolicy | None = None, target_options: dict[str, Any] | None = None,
-                 ticks_per_second: int = 1000) -> None:
+                 ticks_per_second: int = 1000, ims: int = 0) -> None:
         self.sched = SimScheduler(seed)
         self.factory = factory
         self.p: OffloadPair = build_pair(self.sched, factory, seed=seed, impairments=impairments,
                                          target_options=target_options, policy=policy, verifier=verifier,
-                                         ticks_per_second=ticks_per_second)
+                                         ticks_per_second=ticks_per_second, ims=ims)
         self.failures: list[str] = []
         self.verifier = verifier
 
