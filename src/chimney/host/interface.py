@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Transmit = Callable[[bytes, "str | None"], None]
-#: `transmit_vnet(frame, hdr)`: a frame with offload work for the link (hdr is a `links.vnet.VnetHdr`).
+#: `transmit_vnet(frame, hdr)`: a frame with offload work for the link (hdr is a `links.vnet.VnetHdr`);
+#: `frame` is bytes-like or a tuple of parts (headers, payload view) written with one writev.
 TransmitVnet = Callable[[Any, Any], bool]
 
 #: IPv4 total length / IPv6 payload length is 16 bits: the largest TSO payload a super-frame can carry.

@@ -347,7 +347,7 @@ class HostPath(TcbPath):
         # reader gets a view of the frame itself instead of a join of many, which cost ~0.7 ms per MB.
         q = self.conn.rxq
         if q.size:
-            head = len(q._q[q._h])
+            head = q.head_len
             if head < q.size and (max_bytes < 0 or head < max_bytes):
                 max_bytes = head
         return self.recv(max_bytes)

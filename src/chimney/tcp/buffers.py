@@ -155,6 +155,11 @@ class ReceiveQueue:
         """True while the queue holds a list (False when nothing is waiting to be read)."""
         return self._q is not EMPTY
 
+    @property
+    def head_len(self) -> int:
+        """Bytes in the first waiting entry (one received segment or merged run); 0 when empty."""
+        return len(self._q[self._h]) if self.size else 0
+
     def _consumed(self, h: int) -> None:
         """Entries before index h are read."""
         q = self._q
