@@ -413,6 +413,11 @@ class TcpFrameBuilder:
         "vlan_prio",
     )
 
+    @property
+    def l2_len(self) -> int:
+        """Bytes of Ethernet (+ 802.1Q) header in front of the IP header of every frame this builds."""
+        return self._l2
+
     def __init__(
         self,
         eth_src: bytes,

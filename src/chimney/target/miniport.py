@@ -167,7 +167,7 @@ class EmulatedNic:
         self.tx_frames += 1
         self.tx_bytes += len(frame)
         self.port.send(frame, meta)
-        return len(frame) - builder._l2  # the Ethernet (+ 802.1Q) header the builder wrote
+        return len(frame) - builder.l2_len
 
     def send_frame(self, frame: bytes) -> None:
         self.tx_frames += 1
