@@ -75,6 +75,7 @@ class Target(MiniportDriver):
         self.io_calls: list[tuple[str, Any, NetBufferList]] = []
         self.on_state: Callable[[str, MiniportOffloadBlockList], None] | None = None  # runs inside the handler
         self.on_send: Callable[[NetBufferList], None] | None = None
+        self.on_receive: Callable[[NetBufferList], None] | None = None
         self.pool = object()  # the chimney indication pool
         self.normal_pool = object()
         self.returned_rx: list[NetBufferList] = []
@@ -123,6 +124,8 @@ class Target(MiniportDriver):
 
     def tcp_offload_receive(self, adapter_context: Any, offload_context: Any, nbl: NetBufferList) -> NdisStatus:
         self.io_calls.append(("receive", offload_context, nbl))
+        if self.on_receive is not None:
+            self.on_receive(nbl)
         return NdisStatus.PENDING
 
     def tcp_offload_disconnect(

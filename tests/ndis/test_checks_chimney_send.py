@@ -155,3 +155,39 @@ def test_host_sending_again_from_a_completion_inside_the_send_call_is_not_r_send
     r.target.on_send = complete_inline
     r.send(c, 1)
     assert "R-SEND-11" not in r.rule_ids() and len(again) == 1
+
+
+def test_r_recv_16_receive_posted_while_another_post_is_inside_the_target() -> None:
+    """R-RECV-16: the host posts a second receive request while MiniportTcpOffloadReceive is still running
+    for the same connection (two threads posting at once)."""
+    r = Rig()
+    c = r.offload()
+    r.target.on_receive = lambda nbl: r.post(c) if len(r.target.io_calls) == 1 else None
+    assert violation(lambda: r.post(c)) == "R-RECV-16"
+
+
+def test_several_receive_posts_outstanding_one_after_another_are_serialized() -> None:
+    """R-RECV-16 allows several outstanding requests, as long as the posts themselves do not overlap."""
+    r = Rig()
+    c = r.offload()
+    for _ in range(3):
+        r.post(c)
+    assert r.rule_ids() == [] and r.verifier.checks["R-RECV-16"] == 3
+
+
+def test_posting_again_from_a_completion_inside_the_receive_call_is_not_r_recv_16() -> None:
+    """A request the target completes inside MiniportTcpOffloadReceive lets the host post from its completion
+    handler (the re-entrancy of §3.6), which is a reaction, not a concurrent post."""
+    r = Rig()
+    c = r.offload()
+    again: list[object] = []
+
+    def complete_inline(nbl: NetBufferList) -> None:
+        if not again:
+            again.append(nbl)
+            r.target.io_complete("receive", nbl, NdisStatus.SUCCESS, 0)
+            r.post(c)
+
+    r.target.on_receive = complete_inline
+    r.post(c)
+    assert "R-RECV-16" not in r.rule_ids() and len(again) == 1

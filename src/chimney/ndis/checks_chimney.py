@@ -200,6 +200,7 @@ class OffloadedObject:
         "completing",
         "context",
         "flags",
+        "in_recv",
         "in_send",
         "indicating",
         "io",
@@ -209,6 +210,7 @@ class OffloadedObject:
         "pending_ops",
         "phase",
         "posts",
+        "recv_reentry_ok",
         "refused",
         "send_reentry_ok",
         "sends",
@@ -233,6 +235,8 @@ class OffloadedObject:
         self.io: dict[int, IoRecord] = {}  # outstanding receive/disconnect/forward NBLs
         self.in_send = 0  # MiniportTcpOffloadSend calls in progress (R-SEND-11)
         self.send_reentry_ok = False  # a send completed inside the call: the host may react with a send
+        self.in_recv = 0  # MiniportTcpOffloadReceive calls in progress (R-RECV-16)
+        self.recv_reentry_ok = False  # a request completed inside the call: the host may post from its handler
         self.posts = 0  # receive requests ever posted (a post inside an indication re-enables it, R-IND-08)
         self.calls_in = 0  # receive-post / disconnect calls in progress (R-TRM-05)
         self.indicating = 0  # receive indications / events in progress (R-TRM-10, R-EVT-01)
@@ -355,6 +359,10 @@ class ChimneyChecks(BoundaryChecks):
             obj.in_send += 1
         elif kind == "receive" or kind == "disconnect":  # R-TRM-05 names these two
             obj.calls_in += 1
+            if kind == "receive":
+                if not obj.in_recv:
+                    obj.recv_reentry_ok = False
+                obj.in_recv += 1
         return obj
 
     def io_exit(self, kind: str, handle: NdisOffloadHandle, token: Any) -> None:
@@ -365,6 +373,8 @@ class ChimneyChecks(BoundaryChecks):
             obj.in_send -= 1
         elif kind == "receive" or kind == "disconnect":
             obj.calls_in -= 1
+            if kind == "receive":
+                obj.in_recv -= 1
 
     def indication_enter(self, ref: NdisOffloadHandleRef, nbl: NetBufferList, status: int) -> Any:
         obj = self._obj_of_ref(ref)
@@ -940,6 +950,13 @@ class ChimneyChecks(BoundaryChecks):
             else:
                 count("R-SEND-11")
         elif kind == "receive":
+            # R-RECV-16: posts on one connection are serialized (several may be outstanding); a post from the
+            # completion handler of a request completed inside the call is a reaction, like R-SEND-11.
+            if obj.in_recv and not obj.recv_reentry_ok:
+                v.fail("R-RECV-16", "NdisOffloadTcpReceive while another receive post on the connection is in "
+                       "progress", obj)
+            else:
+                count("R-RECV-16")
             obj.posts += 1
             if obj.refused:
                 obj.refused = False  # R-IND-08: a posted request re-enables indications
@@ -1006,6 +1023,8 @@ class ChimneyChecks(BoundaryChecks):
             obj.io.pop(n.serial, None)
             if rec.kind == "receive":
                 obj.unconsumed = False
+                if obj.in_recv:
+                    obj.recv_reentry_ok = True  # completed inside MiniportTcpOffloadReceive (R-RECV-16)
                 if rec.total == 0:
                     v.check(
                         n.info.get(_BYTES, 0) == 0,
