@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chimney.conformance.scenarios import Bench, Scenario, ScenarioAbort, drain, pattern
+from chimney.filters.passthrough import OffloadEntry
 from chimney.host.socket import IPPROTO_TCP, TCP_NODELAY, Socket
 from chimney.host.tcp import Tcb
 from chimney.links.impair import Impairments
@@ -191,6 +192,8 @@ class DataProbe:
         orig_disc = ndis.offload_tcp_disconnect
 
         def disconnect(handle: Any, nbl: NetBufferList, flags: int) -> int:
+            if _im_handle(handle):
+                return orig_disc(handle, nbl, flags)  # type: ignore[no-any-return]
             self._record("disconnect", nbl)
             st = orig_disc(handle, nbl, flags)
             if self.on_disconnect is not None:
@@ -201,7 +204,12 @@ class DataProbe:
         ndis.offload_tcp_disconnect = disconnect
         orig_norm = ndis.m_indicate_receive_net_buffer_lists
 
+        target_adapter = ndis.adapters[0]
+        host_binding = p.binding.binding
+
         def normal(adapter: Any, nbl: NetBufferList, *rest: Any) -> Any:
+            if adapter is not target_adapter:  # an IM relaying the target's indication: seen already
+                return orig_norm(adapter, nbl, *rest)
             for n in _chain(nbl):
                 for nb in n.net_buffers():
                     self.normal.append((b.sched.now, nb.copy_data()))
@@ -212,6 +220,8 @@ class DataProbe:
         orig_send = ndis.send_net_buffer_lists
 
         def host_send(binding: Any, nbl: NetBufferList, *rest: Any) -> Any:
+            if binding is not host_binding:  # an IM passing host A's send down
+                return orig_send(binding, nbl, *rest)
             for n in _chain(nbl):
                 for nb in n.net_buffers():
                     fr = nb.copy_data()
@@ -250,6 +260,9 @@ class DataProbe:
         orig_trm = ndis.m_terminate_offload_complete
 
         def terminated(adapter: Any, mbl: Any) -> None:
+            if adapter is not target_adapter:  # an IM completing upward what the target completed
+                orig_trm(adapter, mbl)
+                return
             for node in iter_tree(mbl):
                 dlg = next((s for s in node.state if type(s) is TcpOffloadStateDelegated), None)
                 if dlg is not None or _is_tcp(node):
@@ -292,8 +305,9 @@ class DataProbe:
         orig = getattr(self.ndis, name)
 
         def call(handle: Any, nbl: NetBufferList) -> int:
-            for n in _chain(nbl):
-                self._record(kind, n)
+            if not _im_handle(handle):  # host A's request, not an IM's re-issue of it (the same NBLs)
+                for n in _chain(nbl):
+                    self._record(kind, n)
             return orig(handle, nbl)  # type: ignore[no-any-return]
 
         setattr(self.ndis, name, call)
@@ -467,6 +481,12 @@ class DataProbe:
                 if type(f) is not type(None) and pred(f):
                     n += 1
         return n
+
+
+def _im_handle(handle: Any) -> bool:
+    """The NDIS_OFFLOAD_HANDLE of a stacked IM's offload entry: a request on it is the IM re-issuing one
+    of host A's (the probe observes host A's edge, so it records the host's call only)."""
+    return isinstance(getattr(handle, "owner", None), OffloadEntry)
 
 
 def _is_tcp(node: Any) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chimney.conformance.scenarios import B_ADDR, PORT, Bench, Scenario, ScenarioAbort, drain, pattern
+from chimney.filters.passthrough import OffloadEntry
 from chimney.host.chimney import ChimneyPath
 from chimney.host.socket import SO_SNDBUF, SOL_SOCKET, Socket
 from chimney.host.tcp import Tcb
@@ -173,8 +174,13 @@ class OpsProbe:
         name = _COMPLETE[op]
         orig = getattr(ndis, name)
 
+        target_adapter = ndis.adapters[0]
+
         def complete(adapter: Any, mbl: Any) -> None:
-            self._completion(op, mbl)
+            # The target's completion only: a stacked IM completing the same operation upward is not a
+            # second one (R-IM-06).
+            if adapter is target_adapter:
+                self._completion(op, mbl)
             orig(adapter, mbl)
 
         setattr(ndis, name, complete)
@@ -257,8 +263,12 @@ class OpsProbe:
 
 
 def _owner(handle: Any) -> Any:
-    """The host's object behind a miniport block list's NdisOffloadHandle (NDIS wraps the host's handle)."""
-    return getattr(getattr(handle, "upper", handle), "owner", None)
+    """The host's object behind a miniport block list's NdisOffloadHandle (NDIS wraps the host's handle;
+    below stacked IMs it wraps an IM offload entry's, which refers to the handle it got from above)."""
+    owner = getattr(getattr(handle, "upper", handle), "owner", None)
+    while isinstance(owner, OffloadEntry):
+        owner = getattr(getattr(owner.upper_ref, "upper", owner.upper_ref), "owner", None)
+    return owner
 
 
 def _snapshot(d: TcpOffloadStateDelegated) -> TcpOffloadStateDelegated:
