@@ -172,8 +172,10 @@ def exchange(
     lines = out.decode().splitlines()
     assert lines, f"Linux peer printed nothing; {err.decode(errors='replace')}"
     linux = json.loads(lines[-1])
-    # Let our final ACK (after Linux's FIN) leave and any late RST arrive before counting.
+    # Let our final ACK (after Linux's FIN) leave and any late RST arrive before counting; on a lossy path
+    # our FIN may need a retransmission (an RTO) before Linux's orphaned socket acknowledges it.
     sched.run_until(until=sched.now + 100_000_000)
+    sched.run_until(until=sched.now + 5_000_000_000, predicate=lambda: tcb.state.name in ("Closed", "TimeWait"))
     port.remove_observer(flags)
     return Exchange(result, linux, tcb, flags, port, seconds, tcb_state_after=tcb.state.name)
 
