@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from chimney.host.interface import Interface
 from chimney.host.neighbor import Neighbor, NeighborCache, NeighborConfig
@@ -95,6 +96,14 @@ ProtocolHandler = Callable[[Frame, Interface], None]
 ErrorListener = Callable[[IcmpError], None]
 
 
+_IP_HDR_MASK = (1 << 160) - 1  # an option-less IPv4 header, as an integer
+
+
+def _hint_hole(hlen: int, start: int, end: int) -> int:
+    """Bits of bytes [start, end) within a big-endian integer of `hlen` header bytes."""
+    return ((1 << ((end - start) * 8)) - 1) << ((hlen - end) * 8)
+
+
 class HostIp:
     """Framing + path layers of one host. Sans-I/O except through interfaces' transmit callables."""
 
@@ -113,7 +122,7 @@ class HostIp:
         # Header prediction for `input_frame_csum`: the TCP transport's GRO continuation and the
         # headers of the last IPv4/TCP data frame handed to it (see _RxHint).
         self.tcp_gro: Callable[[int, memoryview], bool] | None = None
-        self._rx_hint: tuple[int, Interface, bytes, bytes, bytes, bytes, bytes, int, int] | None = None
+        self._rx_hint: tuple[Any, ...] | None = None
         self.parse_drops = DropCounters()
         self.drops: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
@@ -305,11 +314,13 @@ class HostIp:
         h = self._rx_hint
         if h is not None and h[0] == len(frame) and h[1] is iface:
             hlen = h[8]
-            if (frame[26:38] == h[4] and frame[42:50] == h[5] and frame[0:18] == h[2] and frame[20:24] == h[3]
-                    and frame[52:hlen] == h[6] and not int.from_bytes(frame[14:34], "big") % 0xFFFF
-                    and not (h[7] + csum) % 0xFFFF):
+            # All header bytes at once as one integer: masked compare, then the fields picked out.
+            x = int.from_bytes(frame[:hlen], "big")
+            sh = h[11]
+            if (x & h[9] == h[10] and not (h[7] + csum) % 0xFFFF
+                    and not ((x >> sh) & _IP_HDR_MASK) % 0xFFFF):
                 gro = self.tcp_gro
-                if gro is not None and gro(int.from_bytes(frame[38:42], "big"), frame[hlen:]):
+                if gro is not None and gro((x >> (sh - 64)) & 0xFFFFFFFF, frame[hlen:]):
                     self.counters["ip_in"] += 1
                     return
         f = parse_frame(frame, verify_checksums=False)
@@ -335,8 +346,11 @@ class HostIp:
                     seg = f.tcp
                     if hl == 20 and seg.payload:
                         e = len(frame) - len(seg.payload)
-                        self._rx_hint = (len(frame), iface, bytes(frame[0:18]), bytes(frame[20:24]),
-                                         bytes(frame[26:38]), bytes(frame[42:50]), bytes(frame[52:e]), pseudo, e)
+                        # Bits compared: all but the IP ID, both checksums and the sequence number.
+                        mask = ((1 << (e * 8)) - 1) ^ _hint_hole(e, 18, 20) ^ _hint_hole(e, 24, 26) \
+                            ^ _hint_hole(e, 38, 42) ^ _hint_hole(e, 50, 52)
+                        self._rx_hint = (len(frame), iface, None, None, None, None, None, pseudo, e, mask,
+                                         int.from_bytes(frame[:e], "big") & mask, (e - 34) * 8)
                     self.counters["ip_in"] += 1
                     handler = self.protocols.get(6)
                     if handler is not None:

@@ -590,6 +590,11 @@ class TcpTransport:
         self._pending_bytes = 0
         self._gro: dict[HostPath, list[TcpSegment]] = {}
         self._gro_tail: list[TcpSegment] | None = None  # the run the last segment in joined (gro_extend)
+        # Header-predicted continuations of `_gro_tail`: only their payloads (headers equal the run's
+        # last segment's but for seq), so no segment object per frame; `_gro_next` is the seq the next
+        # one must carry (-1: the run's last segment ends it, e.g. PSH).
+        self._gro_ext: list[memoryview] = []
+        self._gro_next = -1
         ip.tcp_gro = self.gro_extend
         ip.protocols[IPPROTO_TCP] = self.input
         ip.error_listeners.append(self.icmp_error)
@@ -734,8 +739,13 @@ class TcpTransport:
             self._drop("no_tcp_header")
             return
         self.counters.segs_in += 1
+        tail = self._gro_tail
         self._gro_tail = None
         tcb = self.conns.get((frame.ip_dst, seg.dst_port, frame.ip_src, seg.src_port))  # type: ignore[arg-type]
+        if self._gro_ext and (tcb is None or self._gro.get(tcb.path) is not tail or not iface.rx_batched):
+            # The payload-only continuations belong to another run than this segment's: make them
+            # segments so the run's list is complete whoever touches it next.
+            self._gro_materialize(tail)  # type: ignore[arg-type]
         if tcb is not None:
             path = tcb.path
             if type(path) is HostPath and iface.rx_batched:
@@ -746,15 +756,26 @@ class TcpTransport:
                 gro = self._gro
                 held = gro.get(path)
                 if held is not None:
-                    if _gro_follows(held[-1], seg):
+                    ext = self._gro_ext  # non-empty only when `held` is the tail run (see above)
+                    if ext:
+                        self._gro_ext = []
+                        last = self._gro_ext_last(held, ext)
+                        if _gro_follows(last, seg):
+                            self._gro_ext = ext
+                            self._gro_materialize(held)
+                    else:
+                        last = held[-1]
+                    if _gro_follows(last, seg):
                         held.append(seg)
                         self._gro_tail = held
+                        self._gro_next = (seg.seq + len(seg.payload)) & MASK if seg.flags == ACK else -1
                         if self._pending_segs >= self.rx_batch or self._pending_bytes >= self.rx_batch_bytes:
                             self.drain_end()
                         return
-                    self._gro_release(path, gro.pop(path))
+                    self._gro_release(path, gro.pop(path), ext, last)
                 if seg.flags == ACK and seg.payload and _gro_options_ok(seg.options):
                     gro[path] = self._gro_tail = [seg]
+                    self._gro_next = (seg.seq + len(seg.payload)) & MASK
                 else:
                     self._gro_tail = None
                     # HostPath.input without its flush (that waits for the drain end).
@@ -784,29 +805,64 @@ class TcpTransport:
     def gro_extend(self, seq: int, payload: memoryview) -> bool:
         """The IP layer's header-prediction path: a frame whose headers equal, byte for byte, those of
         the last segment held for GRO except the sequence number (and IP ID / checksums, verified by
-        the caller) continues that run when `seq` follows it. False: take the ordinary path."""
-        held = self._gro_tail
-        if held is None:
+        the caller) continues that run when `seq` follows it. False: take the ordinary path.
+        Only the payload is kept (`_gro_ext`); the segment objects are built once per run."""
+        if seq != self._gro_next or self._gro_tail is None:
             return False
-        p = held[-1]
-        if p.flags != ACK or (p.seq + len(p.payload)) & MASK != seq:
-            return False
+        n = len(payload)
+        self._gro_ext.append(payload)
+        self._gro_next = (seq + n) & MASK
         self.counters.segs_in += 1
-        held.append(TcpSegment(p.src_port, p.dst_port, seq, p.ack, ACK, p.window, payload, p.options))
         self._pending_segs += 1
-        self._pending_bytes += len(payload)
+        self._pending_bytes += n
         if self._pending_segs >= self.rx_batch or self._pending_bytes >= self.rx_batch_bytes:
             self.drain_end()
         return True
 
+    def _gro_materialize(self, held: list[TcpSegment]) -> None:
+        """Make the payload-only continuations of the tail run `held` ordinary list entries (the run is
+        about to be touched by the ordinary path). Release joins all but the last segment anyway, so
+        they are joined now: `held` becomes [merged, last], counted in `gro_merged` as release would."""
+        ext = self._gro_ext
+        self._gro_ext = []
+        last = self._gro_ext_last(held, ext)
+        count = len(held) + len(ext)
+        if count > 2:
+            first = held[0]
+            parts = [h.payload for h in held]
+            parts += ext[:-1]
+            held[:] = [TcpSegment(first.src_port, first.dst_port, first.seq, first.ack, ACK, first.window,
+                                  b"".join(parts), first.options)]
+            self.counters.gro_merged += count - 2
+        held.append(last)
+
+    @staticmethod
+    def _gro_ext_last(held: list[TcpSegment], ext: list[memoryview]) -> TcpSegment:
+        """The segment the last of `ext` stands for (headers of `held[-1]`, its own seq)."""
+        p = held[-1]
+        end = p.seq + len(p.payload)
+        for pl in ext:
+            end += len(pl)
+        lp = ext[-1]
+        return TcpSegment(p.src_port, p.dst_port, (end - len(lp)) & MASK, p.ack, ACK, p.window, lp, p.options)
+
     def drain_end(self) -> None:
         """The link finished a burst of received frames: send what the batched connections queued."""
+        tail = self._gro_tail
         self._gro_tail = None
+        self._gro_next = -1
         gro = self._gro
         if gro:
             self._gro = {}
             for path, held in gro.items():
-                self._gro_release(path, held)
+                if held is tail and self._gro_ext:
+                    ext = self._gro_ext
+                    self._gro_ext = []
+                    self._gro_release(path, held, ext)
+                else:
+                    self._gro_release(path, held)
+        elif self._gro_ext:
+            self._gro_ext = []
         pend = self._pending
         if not pend:
             return
@@ -822,26 +878,46 @@ class TcpTransport:
                 conn.flush_ack(now)
             path.flush(True)
 
-    def _gro_release(self, path: HostPath, held: list[TcpSegment]) -> None:
+    def _gro_release(self, path: HostPath, held: list[TcpSegment], ext: list[memoryview] | None = None,
+                     last: TcpSegment | None = None) -> None:
         """Hand held in-order segments to the engine: all but the last merged into one segment, then the
-        last, so the engine counts two segments and acknowledges at once (as Linux does after GRO)."""
+        last, so the engine counts two segments and acknowledges at once (as Linux does after GRO).
+        `ext`: payloads that continue `held` with its last segment's headers (`gro_extend`)."""
         conn = path.conn
         now = self.scheduler.now
         una = conn.snd_una
-        if len(held) > 2:
-            first = held[0]
-            body = b"".join([h.payload for h in held[:-1]])
-            conn.receive(TcpSegment(first.src_port, first.dst_port, first.seq, first.ack, ACK, first.window, body,
-                                    first.options), now)
-            self.counters.gro_merged += len(held) - 2
-            conn.receive(held[-1], now)
+        first = held[0]
+        if ext:
+            if last is None:
+                last = self._gro_ext_last(held, ext)
+            end = (last.seq + len(last.payload)) & MASK
+            count = len(held) + len(ext)
+            if count > 2:
+                parts = [h.payload for h in held]
+                parts += ext[:-1]
+                conn.receive(TcpSegment(first.src_port, first.dst_port, first.seq, first.ack, ACK, first.window,
+                                        b"".join(parts), first.options), now)
+                self.counters.gro_merged += count - 2
+            else:
+                conn.receive(first, now)
+            conn.receive(last, now)
         else:
-            for h in held:
-                conn.receive(h, now)
+            last = held[-1]
+            end = (last.seq + len(last.payload)) & MASK
+            if len(held) > 2:
+                body = b"".join([h.payload for h in held[:-1]])
+                conn.receive(TcpSegment(first.src_port, first.dst_port, first.seq, first.ack, ACK, first.window,
+                                        body, first.options), now)
+                self.counters.gro_merged += len(held) - 2
+                conn.receive(last, now)
+            else:
+                for h in held:
+                    conn.receive(h, now)
         if conn.snd_una != una:
             self._confirm_reachability(path.tcb, now)
         pend = self._pending
-        pend[path] = pend.get(path, 0) + sum(len(h.payload) for h in held)
+        # A run is contiguous in sequence space, so its byte count is the distance it spans.
+        pend[path] = pend.get(path, 0) + ((end - first.seq) & MASK)
 
     def _coalesce_acks(self, segs: list[TcpSegment]) -> list[TcpSegment]:
         """Drop each pure ACK that a later segment of the same burst acknowledges past (what a GRO
