@@ -41,51 +41,12 @@ class SynchronousQueryCompletion(OffloadTarget):
         self._process_query(mbl)
 
 
-class BacklogSizeLeftEmpty(OffloadTarget):
-    """Leaves SendBacklogSize unset in queried delegated state instead of a size or 0xFFFFFFFF (breaks
-    R-QRY-05)."""
+class _QueryRewriter(OffloadTarget):
+    """Lets the built-in target fill a query, then changes each queried TCP delegated state in `rewrite`
+    just before NdisMQueryOffloadStateComplete (the shared mechanism of the query-breaking targets below)."""
 
-    def _process_query(self, mbl: MiniportOffloadBlockList) -> None:
-        orig = self.ndis.m_query_offload_state_complete  # type: ignore[union-attr]
-
-        def complete(adapter: Any, tree: MiniportOffloadBlockList) -> None:
-            for node in iter_tree(tree):
-                for s in node.state:
-                    if isinstance(s, TcpOffloadStateDelegated):
-                        s.send_backlog_size = None
-            orig(adapter, tree)
-
-        self.ndis.m_query_offload_state_complete = complete  # type: ignore[union-attr]
-        try:
-            super()._process_query(mbl)
-        finally:
-            self.ndis.m_query_offload_state_complete = orig  # type: ignore[union-attr]
-
-
-class UnscaledQueriedRtt(OffloadTarget):
-    """Reports SRtt and RttVar in plain ticks at a query, not x8 / x4 (breaks R-QRY-07)."""
-
-    def _process_query(self, mbl: MiniportOffloadBlockList) -> None:
-        orig = self.ndis.m_query_offload_state_complete  # type: ignore[union-attr]
-
-        def complete(adapter: Any, tree: MiniportOffloadBlockList) -> None:
-            for node in iter_tree(tree):
-                for s in node.state:
-                    if isinstance(s, TcpOffloadStateDelegated):
-                        s.srtt //= 8
-                        s.rtt_var //= 4
-            orig(adapter, tree)
-
-        self.ndis.m_query_offload_state_complete = complete  # type: ignore[union-attr]
-        try:
-            super()._process_query(mbl)
-        finally:
-            self.ndis.m_query_offload_state_complete = orig  # type: ignore[union-attr]
-
-
-class BacklogFollowsPostedBytes(OffloadTarget):
-    """Reports the bytes the host has posted as the optimum send backlog (breaks R-EVT-09: the value must
-    not depend on what is currently posted)."""
+    def rewrite(self, s: TcpOffloadStateDelegated, ctx: TcpCtx | None) -> None:
+        raise NotImplementedError
 
     def _process_query(self, mbl: MiniportOffloadBlockList) -> None:
         orig = self.ndis.m_query_offload_state_complete  # type: ignore[union-attr]
@@ -95,8 +56,8 @@ class BacklogFollowsPostedBytes(OffloadTarget):
                 slot = node.miniport_offload_context
                 ctx = slot.value if slot is not None else None
                 for s in node.state:
-                    if isinstance(s, TcpOffloadStateDelegated) and isinstance(ctx, TcpCtx):
-                        s.send_backlog_size = sum(e.nbytes for e in ctx.send_q)
+                    if isinstance(s, TcpOffloadStateDelegated):
+                        self.rewrite(s, ctx if isinstance(ctx, TcpCtx) else None)
             orig(adapter, tree)
 
         self.ndis.m_query_offload_state_complete = complete  # type: ignore[union-attr]
@@ -104,6 +65,31 @@ class BacklogFollowsPostedBytes(OffloadTarget):
             super()._process_query(mbl)
         finally:
             self.ndis.m_query_offload_state_complete = orig  # type: ignore[union-attr]
+
+
+class BacklogSizeLeftEmpty(_QueryRewriter):
+    """Leaves SendBacklogSize unset in queried delegated state instead of a size or 0xFFFFFFFF (breaks
+    R-QRY-05)."""
+
+    def rewrite(self, s: TcpOffloadStateDelegated, ctx: TcpCtx | None) -> None:
+        s.send_backlog_size = None
+
+
+class UnscaledQueriedRtt(_QueryRewriter):
+    """Reports SRtt and RttVar in plain ticks at a query, not x8 / x4 (breaks R-QRY-07)."""
+
+    def rewrite(self, s: TcpOffloadStateDelegated, ctx: TcpCtx | None) -> None:
+        s.srtt //= 8
+        s.rtt_var //= 4
+
+
+class BacklogFollowsPostedBytes(_QueryRewriter):
+    """Reports the bytes the host has posted as the optimum send backlog (breaks R-EVT-09: the value must
+    not depend on what is currently posted)."""
+
+    def rewrite(self, s: TcpOffloadStateDelegated, ctx: TcpCtx | None) -> None:
+        if ctx is not None:
+            s.send_backlog_size = sum(e.nbytes for e in ctx.send_q)
 
 
 class SelfTuningReceiveWindow(OffloadTarget):
