@@ -14,7 +14,7 @@ from chimney.ndis.buffers import NblInfo, NetBufferList
 from chimney.ndis.offload_state import TCP_DISCONNECT_ABORTIVE_CLOSE, TcpOffloadStateCached
 from chimney.ndis.status import NdisStatus
 from chimney.net.drops import Drop
-from chimney.net.frame import parse_frame
+from chimney.net.frame import parse_frame, strip_ipv4_options
 from chimney.net.tcp import RST, SYN
 from chimney.target import OffloadTarget
 from chimney.target.context import PathCtx, TcpCtx
@@ -316,19 +316,7 @@ class IpOptionsProcessed(OffloadTarget):
     """Strips IPv4 options and processes the segment itself instead of indicating it (breaks R-RX-05)."""
 
     def _on_frame(self, frame: bytes) -> None:
-        f = parse_frame(frame, verify_checksums=False)
-        if type(f) is not Drop and f.tcp is not None and f.has_ip_options and f.ip_version == 4:
-            from chimney.net.checksum import checksum
-
-            l2, hl = f.l2_len, f.ip_header_len or 20
-            ip = bytearray(frame[l2:])
-            del ip[20:hl]
-            ip[0] = (ip[0] & 0xF0) | 5
-            ip[2:4] = (int.from_bytes(ip[2:4], "big") - (hl - 20)).to_bytes(2, "big")
-            ip[10:12] = b"\x00\x00"
-            ip[10:12] = checksum(bytes(ip[:20])).to_bytes(2, "big")
-            frame = bytes(frame[:l2]) + bytes(ip)
-        super()._on_frame(frame)
+        super()._on_frame(strip_ipv4_options(frame))
 
 
 class SwallowsIcmp(OffloadTarget):

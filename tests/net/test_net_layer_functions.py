@@ -73,3 +73,17 @@ def test_parse_ipv4_trims_ethernet_padding_and_exposes_the_packet() -> None:
     e = parse_ethernet(memoryview(wire + b"\x00" * 10))
     h = parse_ipv4(e.payload)
     assert isinstance(h, Ipv4Header) and len(h.packet) == 22 and bytes(h.payload) == b"ab"
+
+
+def test_strip_ipv4_options_undoes_inserted_options_and_leaves_other_frames_alone() -> None:
+    from chimney.conformance.scenarios_data import _with_ip_options
+    from chimney.net.frame import encode_tcp_frame, parse_frame, strip_ipv4_options
+    from chimney.net.tcp import ACK, TcpSegment
+
+    seg = TcpSegment(src_port=1000, dst_port=2000, seq=7, ack=9, flags=ACK, window=100, payload=b"data")
+    plain = encode_tcp_frame(seg, eth_src=b"\x02" * 6, eth_dst=b"\x04" * 6, ip_src=bytes([198, 18, 0, 1]),
+                             ip_dst=bytes([198, 18, 0, 2]))
+    with_opts = _with_ip_options(plain)
+    assert len(with_opts) == len(plain) + 4 and parse_frame(with_opts).has_ip_options  # type: ignore[union-attr]
+    assert strip_ipv4_options(with_opts) == plain
+    assert strip_ipv4_options(plain) == plain

@@ -30,7 +30,7 @@ from __future__ import annotations
 import struct
 
 from chimney.net.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, arp_bytes, parse_arp
-from chimney.net.checksum import fold, raw_sum
+from chimney.net.checksum import checksum, fold, raw_sum
 from chimney.net.drops import Drop, DropReason
 from chimney.net.ethernet import (
     BROADCAST,
@@ -522,6 +522,22 @@ def encode_tcp_frame(
         flow_label=flow_label,
     )
     return b.build_frame(seg, ip_id=ip_id, offload_csum=offload_csum)
+
+
+def strip_ipv4_options(frame: bytes | bytearray | memoryview) -> bytes:
+    """The same IPv4 TCP frame with its IP options removed (IHL 5, total length and header checksum
+    rewritten); any other frame comes back unchanged. For tests and example targets, not the data path."""
+    f = parse_frame(frame, verify_checksums=False)
+    if type(f) is Drop or f.tcp is None or not f.has_ip_options or f.ip_version != 4:  # type: ignore[union-attr]
+        return bytes(frame)
+    l2, hl = f.l2_len, f.ip_header_len or 20  # type: ignore[union-attr]
+    ip = bytearray(frame[l2:])
+    del ip[20:hl]
+    ip[0] = (ip[0] & 0xF0) | 5
+    ip[2:4] = (int.from_bytes(ip[2:4], "big") - (hl - 20)).to_bytes(2, "big")
+    ip[10:12] = b"\x00\x00"
+    ip[10:12] = checksum(bytes(ip[:20])).to_bytes(2, "big")
+    return bytes(frame[:l2]) + bytes(ip)
 
 
 def encode_ipv4_frame(
