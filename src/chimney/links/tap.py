@@ -54,6 +54,7 @@ from chimney.links.base import (
     max_frame_len,
 )
 from chimney.links.impair import Channel, Impairments
+from chimney.links.rxpool import RxBufferPool
 from chimney.links.vnet import (
     VNET_HDR_LEN,
     VNET_HDR_MRG_LEN,
@@ -115,6 +116,8 @@ _LITTLE = int.from_bytes(b"\x01\x00", "little") == 1
 #: receive queue) keep their slab alive until the user reads them.
 SLAB_FRAMES: Final = 64
 SLAB_BYTES: Final = 256 * 1024
+#: Receive buffers (64 KB frames on a GSO TAP, or slabs) a port keeps for reuse (`chimney.links.rxpool`).
+RX_POOL_BYTES: Final = 8 << 20
 
 TUN_PATH = "/dev/net/tun"
 NETNS_RUN_DIR = "/run/netns"
@@ -395,6 +398,8 @@ class TapPort(Port):
         "_max_plain",
         "_mtu",
         "_reading",
+        "_rx_pool",
+        "_slab_pool",
         "_tx_hdr",
         "_vnet_receiver",
         "_vnet_views",
@@ -409,6 +414,7 @@ class TapPort(Port):
         "largest_in",
         "max_drain",
         "owns_device",
+        "rx_pool_bytes",
         "rx_vnet",
         "scheduler",
         "wakeups",
@@ -424,6 +430,7 @@ class TapPort(Port):
         max_drain: int = 1024,
         owns_device: bool = False,
         start: bool = True,
+        rx_pool_bytes: int = RX_POOL_BYTES,
     ) -> None:
         super().__init__(name or f"tap:{dev.name}", dev.mtu, mac)
         self.dev = dev
@@ -453,6 +460,10 @@ class TapPort(Port):
         self._gen = 0
         self._imp_in: Channel | None = None
         self._imp_out: Channel | None = None
+        # Frames lent to the stack as views are read into reused buffers (0: a fresh buffer every time).
+        self.rx_pool_bytes = rx_pool_bytes
+        self._rx_pool: RxBufferPool | None = None
+        self._slab_pool: RxBufferPool | None = None
         if start:
             self.start()
 
@@ -784,6 +795,7 @@ class TapPort(Port):
         per_slab = max(1, min(SLAB_FRAMES, SLAB_BYTES // slot))
         r = self._csum_receiver
         assert r is not None
+        pool = self._pool_for("_slab_pool", per_slab * slot)
         gen = self._gen
         readv = _readv
         reduceat = _np.add.reduceat
@@ -794,7 +806,7 @@ class TapPort(Port):
         try:
             while budget > 0:
                 want = per_slab if budget > per_slab else budget
-                slab = bytearray(want * slot)
+                slab = pool.take() if pool is not None else bytearray(want * slot)
                 mv = memoryview(slab)
                 lens: list[int] = []
                 idx: list[int] = []
@@ -856,6 +868,17 @@ class TapPort(Port):
             if n and self._drain_end is not None:
                 self._drain_end()
         return n + bad
+
+    def _pool_for(self, attr: str, size: int) -> RxBufferPool | None:
+        """The receive buffer pool `attr` for buffers of `size` bytes (remade when the size changed,
+        e.g. after an MTU or offload change); None when pooling is off."""
+        if self.rx_pool_bytes <= 0:
+            return None
+        pool: RxBufferPool | None = getattr(self, attr)
+        if pool is None or pool.buf_size != size:
+            pool = RxBufferPool(size, self.rx_pool_bytes)
+            setattr(self, attr, pool)
+        return pool
 
     def _read_error(self, e: OSError) -> None:
         self.errors_in += 1
@@ -929,18 +952,26 @@ class TapPort(Port):
         hcache = self._hdr_cache
         gen = self._gen
         read = os.read
+        # Views lent to the stack may point into reused buffers; anyone else gets bytes of their own.
+        pool = (self._pool_for("_rx_pool", size)
+                if self._vnet_views and self._vnet_receiver is not None and self._imp_in is None else None)
+        readv = _readv
         n = 0
         try:
             for _ in range(self.max_drain):
                 try:
-                    data = read(fd, size)
+                    if pool is None:
+                        data: bytes | bytearray = read(fd, size)
+                        ln = len(data)
+                    else:
+                        data = pool.take()
+                        ln = readv(fd, (data,))
                 except BlockingIOError:
                     break
                 except OSError as e:
                     self._read_error(e)
                     break
                 n += 1
-                ln = len(data)
                 if ln < hsz + ETH_HLEN or ln >= size:
                     self._bad_length(ln, size)
                     continue
@@ -948,7 +979,7 @@ class TapPort(Port):
                     if data[0] == 0 and data[1] == 0:
                         hdr = None
                     else:
-                        raw = data[:hsz]
+                        raw = bytes(data[:hsz])
                         hdr = hcache.get(raw)
                         if hdr is None:
                             try:
@@ -960,11 +991,11 @@ class TapPort(Port):
                                 hcache.clear()
                             hcache[raw] = hdr
                     # A view past the header: slicing the bytes would copy every 64 KB super-frame.
-                    frame: bytes | memoryview = memoryview(data)[hsz:]
+                    frame: bytes | bytearray | memoryview = memoryview(data)[hsz:ln]
                     ln -= hsz
                 else:
                     hdr = None
-                    frame = data
+                    frame = data if pool is None else memoryview(data)[:ln]
                 self.frames_in += 1
                 self.bytes_in += ln
                 if ln > self.largest_in:
@@ -1014,6 +1045,11 @@ class TapPort(Port):
             "errors_out": self.errors_out,
             "wakeups": self.wakeups,
         }
+        for label, pool in (("rx_pool", self._rx_pool), ("slab_pool", self._slab_pool)):
+            if pool is not None:
+                out[f"{label}_reused"] = pool.reused
+                out[f"{label}_allocated"] = pool.allocated
+                out[f"{label}_overflow"] = pool.overflow
         for reason, k in self.drops.items():
             out[f"drop_{reason}"] = k
         return out
