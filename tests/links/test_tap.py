@@ -459,36 +459,37 @@ def test_frames_already_read_into_a_slab_survive_a_receiver_change(sched: RealTi
         assert len(udp) == count and sum(1 for f in summed if f[23] == 17) == 1
 
 
-def test_frames_held_as_views_keep_their_bytes_while_the_port_reuses_free_buffers(sched: RealTimeScheduler) -> None:
+@pytest.mark.parametrize("vnet", [True, False], ids=["vnet_views", "plain_slabs"])
+def test_frames_held_as_views_keep_their_bytes_while_the_port_reuses_free_buffers(
+    sched: RealTimeScheduler, vnet: bool
+) -> None:
     """The receive pool lends buffers as views: every other frame's view is kept to the end, the rest are
     dropped at once, and every kept view still reads what arrived (vnet views and plain slabs alike)."""
     count = 200
-    for kw in ({"vnet_hdr": True}, {}):
-        with TapTopology.unique(static_neigh=True, **kw) as topo:  # type: ignore[arg-type]
-            port = topo.port(sched)
-            kept: list[tuple[memoryview, bytes]] = []
-            seen = [0]
+    with TapTopology.unique(static_neigh=True, vnet_hdr=vnet) as topo:
+        port = topo.port(sched)
+        kept: list[tuple[memoryview, bytes]] = []
+        seen = [0]
 
-            def take(frame: memoryview) -> None:
-                if len(frame) > 23 and frame[12:14] == b"\x08\x00" and frame[23] == 17:
-                    seen[0] += 1
-                    if seen[0] % 2:
-                        kept.append((frame, bytes(frame)))
+        def take(frame: memoryview) -> None:
+            if len(frame) > 23 and frame[12:14] == b"\x08\x00" and frame[23] == 17:
+                seen[0] += 1
+                if seen[0] % 2:
+                    kept.append((frame, bytes(frame)))
 
-            if kw:
-                port.set_vnet_receiver(lambda frame, hdr: take(frame), views=True)  # type: ignore[arg-type]
-            else:
-                port.set_receiver(lambda frame: None)
-                port.set_csum_receiver(lambda frame, csum: take(frame))
-            p = topo.ns.python(_UDP_BURST, topo.our_ip, str(count))
-            assert drive(sched, lambda: p.poll() is not None and seen[0] >= count, timeout_s=10)
-            assert seen[0] == count and len(kept) == count // 2
-            assert all(bytes(view) == copy for view, copy in kept)
-            pool = port._rx_pool if kw else port._slab_pool
-            assert pool is not None and pool.allocated >= 1
-            c = port.counter_dict()
-            label = "rx_pool" if kw else "slab_pool"
-            assert c[f"{label}_allocated"] == pool.allocated
-            if kw:
-                # Half the frames were dropped at once: their buffers were lent again.
-                assert pool.reused > 0 and pool.allocated < count
+        if vnet:
+            port.set_vnet_receiver(lambda frame, hdr: take(frame), views=True)  # type: ignore[arg-type]
+        else:
+            port.set_receiver(lambda frame: None)
+            port.set_csum_receiver(lambda frame, csum: take(frame))
+        p = topo.ns.python(_UDP_BURST, topo.our_ip, str(count))
+        assert drive(sched, lambda: p.poll() is not None and seen[0] >= count, timeout_s=10)
+        assert seen[0] == count and len(kept) == count // 2
+        assert all(bytes(view) == copy for view, copy in kept)
+        pool = port._rx_pool if vnet else port._slab_pool
+        assert pool is not None and pool.allocated >= 1
+        label = "rx_pool" if vnet else "slab_pool"
+        assert port.counter_dict()[f"{label}_allocated"] == pool.allocated
+        if vnet:
+            # Half the frames were dropped at once: their buffers were lent again.
+            assert pool.reused > 0 and pool.allocated < count
