@@ -37,7 +37,7 @@ from chimney.links.vnet import (
 )
 from chimney.net.drops import DropReason
 from chimney.net.frame import Frame, TcpFrameBuilder, parse_frame
-from chimney.net.tcp import ACK, PSH, TcpOptions, TcpSegment
+from chimney.net.tcp import ACK, FIN, PSH, TcpOptions, TcpSegment
 from chimney.sim import SimScheduler
 from chimney.sim.realtime import RealTimeScheduler
 from chimney.sim.tasks import spawn
@@ -641,3 +641,147 @@ def test_recv_view_hands_one_received_segment_at_a_time_and_recv_into_gathers_th
     buf = bytearray(4000)
     assert s.recv_into(buf) == 2000
     assert bytes(buf[:2000]) == b"B" * 1000 + b"C" * 1000
+
+
+# -- header prediction for frames with offload metadata ------------------------------------------------
+
+
+def _batched_pair() -> Pair:
+    """`_pair` whose B interface reports receive drains before the connection exists (as a TAP does), so
+    the connection's config owes ACKs to the drain end."""
+    sched = SimScheduler(seed=4)
+    a, b, _ = connected_pair(sched, tcp_config=linux_profile(snd_buf=BUF, rcv_buf=BUF))
+    ifb = b.ip.interfaces["eth0"]
+    ifb.rx_batched = True
+    ifb.set_offloads(rx_gso=True, rx_csum=True)
+    lsock = b.listen(5000)
+    client = a.socket()
+    client.connect(("198.18.0.2", 5000))
+    server, _ = lsock.accept()
+    sched.run_until(sched.now + 50 * MS)
+    b.ip.drain_end()
+    ta = next(iter(a.tcp.conns.values()))
+    tb = next(iter(b.tcp.conns.values()))
+    out: list[bytes] = []
+    ifb.transmit = lambda frame, meta: out.append(bytes(frame))
+    return Pair(sched, a, b, client, server, ta, tb, ifb, out)
+
+
+def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    import chimney.host.ip as host_ip
+
+    parsed = [0]
+    real = host_ip.parse_frame
+
+    def counting(*a: object, **kw: object) -> object:
+        parsed[0] += 1
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(host_ip, "parse_frame", counting)
+    return parsed
+
+
+def test_gso_frames_of_a_known_flow_skip_parsing_and_reach_the_engine_as_parsed_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first super-frame is parsed and its headers learned; the next ones (same virtio_net_hdr, only
+    seq/ID/checksums/TS differing) go straight to the connection. What leaves B is byte for byte what
+    the parsing path sends for the same input."""
+    wires = []
+    for predict in (True, False):
+        p = _batched_pair()
+        if not predict:
+            p.b.ip.tcp_predicted = None
+        parsed = _count_parses(monkeypatch)
+        mss = p.ta.conn.snd_mss
+        data = random.Random(8).randbytes(10 * 4 * mss)
+        frames = [p.a_frame(i * 4 * mss, data[i * 4 * mss : (i + 1) * 4 * mss], partial_csum=True, flags=ACK)
+                  for i in range(10)]
+        hdr = p.vnet_hdr(frames[0], VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, mss)
+        for i, f in enumerate(frames):
+            p.b.ip.input_frame(p.ifb, memoryview(f), hdr)
+            if i % 4 == 3:
+                p.b.ip.drain_end()
+        p.b.ip.drain_end()
+        assert p.drain_server() == data
+        c = p.b.ip.counters
+        assert (c["gso_frames_in"], c["csum_offloaded_in"]) == (10, 10)
+        assert (parsed[0], c["predicted_in"]) == ((1, 9) if predict else (10, 0))
+        wires.append(p.b_out)
+    assert wires[0] == wires[1] and len(wires[0]) == 3  # one ACK per drain
+
+
+@pytest.mark.parametrize(
+    ("case", "drop"),
+    [
+        ("IPv4 header checksum wrong", DropReason.BAD_IPV4_CHECKSUM),
+        ("checksum offload turned off since", "vnet_csum_offload_not_enabled"),
+        ("GSO turned off since", "vnet_gso_not_enabled"),
+        ("padded past the IP total length", None),
+        ("FIN", None),
+        ("another port", None),
+    ],
+)
+def test_a_frame_unlike_the_learned_headers_is_parsed_and_judged_as_usual(
+    monkeypatch: pytest.MonkeyPatch, case: str, drop: str | DropReason | None
+) -> None:
+    p = _batched_pair()
+    parsed = _count_parses(monkeypatch)
+    mss = p.ta.conn.snd_mss
+    first = p.a_frame(0, bytes(2 * mss), partial_csum=True, flags=ACK)
+    hdr = p.vnet_hdr(first, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, mss)
+    p.b.ip.input_frame(p.ifb, first, hdr)
+    body = random.Random(9).randbytes(2 * mss)
+    frame = p.a_frame(2 * mss, body, partial_csum=True, flags=ACK | PSH)
+    if case.startswith("IPv4"):
+        frame = _corrupt_ip_checksum(frame)
+    elif case.startswith("checksum offload"):
+        p.ifb.set_offloads(rx_csum=False)
+    elif case.startswith("GSO"):
+        p.ifb.set_offloads(rx_gso=False)
+    elif case.startswith("padded"):
+        frame += bytes(4)
+    elif case == "FIN":
+        frame = p.a_frame(2 * mss, body, partial_csum=True, flags=ACK | FIN)
+    else:
+        b = bytearray(frame)
+        b[36] ^= 0x01  # destination port 5000 -> 5001: nobody listens there
+        frame = bytes(b)
+    p.b.ip.input_frame(p.ifb, frame, hdr)
+    p.b.ip.drain_end()
+    assert p.b.ip.counters["predicted_in"] == 0
+    # Offload refusals are judged on the header alone, before any parsing.
+    assert parsed[0] == (1 if isinstance(drop, str) else 2)
+    got = p.drain_server()
+    if isinstance(drop, DropReason):
+        assert p.b.ip.parse_drops.counts.get(drop) == 1 and got == bytes(2 * mss)
+    elif drop is not None:
+        assert p.b.ip.drops[drop] == 1 and got == bytes(2 * mss)
+    elif case == "another port":
+        assert got == bytes(2 * mss) and p.b.tcp.drops["no_socket"] == 1
+    else:
+        assert got == bytes(2 * mss) + body  # accepted by the ordinary path (padding trimmed, FIN seen)
+        assert (case != "FIN") or p.tb.conn.state.name == "CloseWait"
+
+
+def test_a_connection_on_a_batched_link_owes_its_ack_to_the_drain_end_and_echoes_the_first_timestamp() -> None:
+    """Ten segments in one drain: the engine queues no ACK along the way (nothing to coalesce), the drain
+    end sends one, and its TSecr is the first unacknowledged segment's TSval (RFC 7323 4.3)."""
+    p = _batched_pair()
+    assert p.tb.conn.cfg.ack_at_batch_end
+    mss = p.ta.conn.snd_mss
+    data = random.Random(10).randbytes(10 * mss)
+    ca = p.ta.conn
+    b = TcpFrameBuilder(p.a.ip.interfaces["eth0"].mac, p.ifb.mac, p.ta.local, p.ta.remote)
+    for i in range(10):
+        seg = TcpSegment(p.ta.local_port, p.ta.remote_port, (ca.snd_nxt + i * mss) & 0xFFFFFFFF,
+                         ca.rcv_nxt & 0xFFFFFFFF, ACK, 4000, data[i * mss : (i + 1) * mss],
+                         TcpOptions(None, None, False, (), 1000 + i, ca.ts_recent))
+        p.b.ip.input_frame(p.ifb, b.build_frame(seg))
+        assert not p.tb.conn._out  # no ACK queued mid-drain
+    p.b.ip.drain_end()
+    assert len(p.b_out) == 1 and p.b.tcp.counters.acks_coalesced == 0
+    f = parse_frame(p.b_out[0])
+    assert isinstance(f, Frame) and f.tcp is not None and f.tcp.options is not None
+    assert f.tcp.ack == (ca.snd_nxt + len(data)) & 0xFFFFFFFF and f.tcp.options.ts_ecr == 1000
+    assert p.drain_server() == data

@@ -16,6 +16,7 @@ A plain TAP that sums slabs of frames at once (`set_csum_receiver`) delivers thr
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from chimney.net.icmpv6 import (
 )
 from chimney.net.ipv4 import IPPROTO_ICMP
 from chimney.net.ipv6 import NH_ICMPV6
+from chimney.net.tcp import ACK, PSH, TcpOptions, TcpSegment
 from chimney.sim.scheduler import Scheduler
 
 ALL_NODES_V6 = ipaddress.ip_address("ff02::1").packed
@@ -104,6 +106,18 @@ def _hint_hole(hlen: int, start: int, end: int) -> int:
     return ((1 << ((end - start) * 8)) - 1) << ((hlen - end) * 8)
 
 
+#: Ethernet + option-less IPv4 + TCP with NOP NOP TS: the headers of nearly every segment of a flow.
+_TS_HDR_LEN = 14 + 20 + 32
+#: What varies between a flow's segments (IP total length, ID, checksum; TCP seq, ack, flags, window,
+#: checksum, TS value and echo): everything else must equal the learned headers bit for bit.
+_TS_HDR_MASK = ((1 << (_TS_HDR_LEN * 8)) - 1) ^ _hint_hole(_TS_HDR_LEN, 16, 20) ^ _hint_hole(_TS_HDR_LEN, 24, 26) \
+    ^ _hint_hole(_TS_HDR_LEN, 38, 46) ^ _hint_hole(_TS_HDR_LEN, 47, 52) ^ _hint_hole(_TS_HDR_LEN, 58, 66)
+#: The varying fields, picked out in one call: total length, seq, ack, flags, window, TS value, TS echo.
+_TS_HDR_VAR = struct.Struct("!16xH20xIIxBH8xII")
+_TS_ORDER = (1, 1, 8)
+_IP_SHIFT = (_TS_HDR_LEN - 34) * 8
+
+
 class HostIp:
     """Framing + path layers of one host. Sans-I/O except through interfaces' transmit callables."""
 
@@ -123,6 +137,11 @@ class HostIp:
         # headers of the last IPv4/TCP data frame handed to it (see _RxHint).
         self.tcp_gro: Callable[[int, memoryview], bool] | None = None
         self._rx_hint: tuple[Any, ...] | None = None
+        # The same for frames with offload metadata (vnet TAP: GSO super-frames, ACKs with vouched
+        # checksums): learned headers per received virtio_net_hdr object, and the transport's entry for
+        # a segment of a known connection (`tcp_predicted(key, seg, iface)`, False: parse as usual).
+        self.tcp_predicted: Callable[[tuple[bytes, int, bytes, int], TcpSegment, Interface], bool] | None = None
+        self._vnet_hints: dict[int, tuple[Any, ...]] = {}
         self.parse_drops = DropCounters()
         self.drops: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
@@ -294,13 +313,67 @@ class HostIp:
         if hdr is None:
             f = parse_frame(frame)
         else:
+            h = self._vnet_hints.get(id(hdr))
+            if h is not None and h[0] is hdr and h[1] is iface and self._vnet_predicted(h, frame):
+                return
             f = self._parse_vnet(iface, frame, hdr)
             if f is None:
                 return
+            if type(f) is Frame and f.tcp is not None and self.tcp_predicted is not None:
+                self._learn_vnet_hint(iface, frame, hdr, f)
         if type(f) is Drop:
             self.parse_drops.add(f)
             return
         self._input_parsed(iface, f)  # type: ignore[arg-type]
+
+    def _learn_vnet_hint(self, iface: Interface, frame: bytes | memoryview, hdr: VnetHdr, f: Frame) -> None:
+        """Remember the headers of an offloaded IPv4/TCP frame that `_input_parsed` hands to TCP unchanged
+        (untagged, to our MAC and address, no IP options, timestamps only), so the flow's next frames
+        with the same virtio_net_hdr skip parsing (`_vnet_predicted`)."""
+        seg = f.tcp
+        o = seg.options if seg is not None else None
+        if (
+            seg is None or f.ip_version != 4 or f.ip_header_len != 20 or f.l2_len != 14 or f.vlan_id is not None
+            or o is None or o.order != _TS_ORDER or len(frame) < _TS_HDR_LEN or len(seg.payload) + _TS_HDR_LEN != len(frame)
+            or f.eth_dst != iface.mac or iface.vlan_id != 0 or not iface.has_address(f.ip_dst)  # type: ignore[arg-type]
+            or not hdr.flags & _CSUM_VOUCHED
+        ):
+            return
+        hints = self._vnet_hints
+        if len(hints) >= 16:
+            hints.clear()  # headers come and go with flows; the active ones are learned again at once
+        ref = int.from_bytes(frame[:_TS_HDR_LEN], "big") & _TS_HDR_MASK
+        key = (f.ip_dst, seg.dst_port, f.ip_src, seg.src_port)
+        hints[id(hdr)] = (hdr, iface, ref, key, seg.src_port, seg.dst_port, bool(hdr.gso_type & 0x7F))
+
+    def _vnet_predicted(self, h: tuple[Any, ...], frame: bytes | memoryview) -> bool:
+        """Header prediction for a frame with offload metadata: the headers equal the learned ones but for
+        the fields that vary, the IPv4 header checksum is right (the offload vouches for TCP's only), the
+        lengths agree, the flags are ACK (+PSH). The segment goes straight to the transport; False: the
+        caller parses the frame as usual (nothing was counted or delivered)."""
+        if len(frame) < _TS_HDR_LEN:
+            return False
+        x = int.from_bytes(frame[:_TS_HDR_LEN], "big")
+        if x & _TS_HDR_MASK != h[2] or ((x >> _IP_SHIFT) & _IP_HDR_MASK) % 0xFFFF:
+            return False
+        iface = h[1]
+        gso = h[6]
+        if not iface.rx_csum_offload or (gso and not iface.rx_gso):
+            return False  # offloads turned off since the headers were learned
+        total, seq, ack, flags, win, tsv, tse = _TS_HDR_VAR.unpack_from(frame)
+        if total + 14 != len(frame) or flags & ~PSH != ACK or (not gso and len(frame) > iface.mtu + 14 + _VLAN_ROOM):
+            return False
+        seg = TcpSegment(h[4], h[5], seq, ack, flags, win, frame[_TS_HDR_LEN:],
+                         TcpOptions(None, None, False, (), tsv, tse, (), _TS_ORDER))
+        if not self.tcp_predicted(h[3], seg, iface):  # type: ignore[misc]
+            return False
+        c = self.counters
+        c["ip_in"] += 1
+        c["predicted_in"] += 1
+        c["csum_offloaded_in"] += 1
+        if gso:
+            c["gso_frames_in"] += 1
+        return True
 
     def input_frame_csum(self, iface: Interface, frame: memoryview, csum: int) -> None:
         """One received frame with `csum`, the raw one's-complement sum of `frame[14:]` mod 0xFFFF

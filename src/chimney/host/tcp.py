@@ -64,6 +64,9 @@ EPHEMERAL_LOW = 32768  # Linux net.ipv4.ip_local_port_range
 EPHEMERAL_HIGH = 60999
 HDR_SCRATCH = 256  # >= TcpFrameBuilder.header_room for any family/VLAN (14 + 4 + 40 + 60)
 BUILDER_CACHE_MAX = 4096  # distinct (MACs, addresses, VLAN) header templates kept for sharing
+#: Largest segment software GRO holds for merging: a GSO super-frame or jumbo frame is already large, and
+#: joining several would copy them; such segments go to the engine at once.
+GRO_HOLD_MAX = 16384
 MASK = 0xFFFFFFFF
 _REACHABLE = NeighborState.REACHABLE
 
@@ -596,6 +599,7 @@ class TcpTransport:
         self._gro_ext: list[memoryview] = []
         self._gro_next = -1
         ip.tcp_gro = self.gro_extend
+        ip.tcp_predicted = self.input_predicted
         ip.protocols[IPPROTO_TCP] = self.input
         ip.error_listeners.append(self.icmp_error)
         ip.drain_listeners.append(self.drain_end)
@@ -619,9 +623,12 @@ class TcpTransport:
         mss = path.mtu - hdr - 20
         if maxseg is not None and maxseg < mss:
             mss = maxseg
-        if cfg.path_mtu == path.mtu and cfg.mss == mss and cfg.ip_header_size == hdr:
+        iface = self.ip.interfaces.get(path.interface)
+        # Links that report their receive drains get one ACK per drain (`drain_end` flushes it).
+        batched = iface is not None and iface.rx_batched
+        if cfg.path_mtu == path.mtu and cfg.mss == mss and cfg.ip_header_size == hdr and cfg.ack_at_batch_end == batched:
             return cfg
-        return cfg.replace(path_mtu=path.mtu, mss=mss, ip_header_size=hdr)
+        return cfg.replace(path_mtu=path.mtu, mss=mss, ip_header_size=hdr, ack_at_batch_end=batched)
 
     # -- active open --------------------------------------------------------------------------------
 
@@ -749,45 +756,7 @@ class TcpTransport:
         if tcb is not None:
             path = tcb.path
             if type(path) is HostPath and iface.rx_batched:
-                # Receive offload in software (GRO): in-order data of one burst is held and handed to the
-                # engine as at most two segments at the drain end; anything else goes straight in.
-                self._pending_segs += 1
-                self._pending_bytes += len(seg.payload)
-                gro = self._gro
-                held = gro.get(path)
-                if held is not None:
-                    ext = self._gro_ext  # non-empty only when `held` is the tail run (see above)
-                    if ext:
-                        self._gro_ext = []
-                        last = self._gro_ext_last(held, ext)
-                        if _gro_follows(last, seg):
-                            self._gro_ext = ext
-                            self._gro_materialize(held)
-                    else:
-                        last = held[-1]
-                    if _gro_follows(last, seg):
-                        held.append(seg)
-                        self._gro_tail = held
-                        self._gro_next = (seg.seq + len(seg.payload)) & MASK if seg.flags == ACK else -1
-                        if self._pending_segs >= self.rx_batch or self._pending_bytes >= self.rx_batch_bytes:
-                            self.drain_end()
-                        return
-                    self._gro_release(path, gro.pop(path), ext, last)
-                if seg.flags == ACK and seg.payload and _gro_options_ok(seg.options):
-                    gro[path] = self._gro_tail = [seg]
-                    self._gro_next = (seg.seq + len(seg.payload)) & MASK
-                else:
-                    self._gro_tail = None
-                    # HostPath.input without its flush (that waits for the drain end).
-                    conn = path.conn
-                    una = conn.snd_una
-                    conn.receive(seg, self.scheduler.now)
-                    if conn.snd_una != una:
-                        self._confirm_reachability(tcb, self.scheduler.now)
-                    pend = self._pending
-                    pend[path] = pend.get(path, 0) + len(seg.payload)
-                if self._pending_segs >= self.rx_batch or self._pending_bytes >= self.rx_batch_bytes:
-                    self.drain_end()
+                self._batched_input(path, seg)
             else:
                 path.input(seg, frame)
             return
@@ -801,6 +770,64 @@ class TcpTransport:
         r = rst_for(seg)
         if r is not None:
             self.send_control(frame.ip_dst, frame.ip_src, r)  # type: ignore[arg-type]
+
+    def input_predicted(self, key: tuple[bytes, int, bytes, int], seg: TcpSegment, iface: Any) -> bool:
+        """IP's header prediction found a segment of a known flow (`HostIp._vnet_predicted`): deliver it
+        without a parsed frame. False, with nothing done, when it is not for a host connection on a
+        batched link (the caller then parses the frame and takes `input`)."""
+        tcb = self.conns.get(key)
+        if tcb is None or type(tcb.path) is not HostPath or not iface.rx_batched:
+            return False
+        self.counters.segs_in += 1
+        tail = self._gro_tail
+        self._gro_tail = None
+        if self._gro_ext and self._gro.get(tcb.path) is not tail:
+            self._gro_materialize(tail)  # type: ignore[arg-type]
+        self._batched_input(tcb.path, seg)  # type: ignore[arg-type]
+        return True
+
+    def _batched_input(self, path: HostPath, seg: TcpSegment) -> None:
+        """A segment of a host connection on a link that reports its receive drains."""
+        # Receive offload in software (GRO): in-order data of one burst is held and handed to the
+        # engine as at most two segments at the drain end; anything else goes straight in.
+        self._pending_segs += 1
+        self._pending_bytes += len(seg.payload)
+        gro = self._gro
+        held = gro.get(path)
+        plen = len(seg.payload)
+        if held is not None:
+            ext = self._gro_ext  # non-empty only when `held` is the tail run (see above)
+            if ext:
+                self._gro_ext = []
+                last = self._gro_ext_last(held, ext)
+            else:
+                last = held[-1]
+            if plen <= GRO_HOLD_MAX and _gro_follows(last, seg):
+                if ext:
+                    self._gro_ext = ext
+                    self._gro_materialize(held)
+                held.append(seg)
+                self._gro_tail = held
+                self._gro_next = (seg.seq + len(seg.payload)) & MASK if seg.flags == ACK else -1
+                if self._pending_segs >= self.rx_batch or self._pending_bytes >= self.rx_batch_bytes:
+                    self.drain_end()
+                return
+            self._gro_release(path, gro.pop(path), ext, last)
+        if seg.flags == ACK and 0 < plen <= GRO_HOLD_MAX and _gro_options_ok(seg.options):
+            gro[path] = self._gro_tail = [seg]
+            self._gro_next = (seg.seq + len(seg.payload)) & MASK
+        else:
+            self._gro_tail = None
+            # HostPath.input without its flush (that waits for the drain end).
+            conn = path.conn
+            una = conn.snd_una
+            conn.receive(seg, self.scheduler.now)
+            if conn.snd_una != una:
+                self._confirm_reachability(path.tcb, self.scheduler.now)
+            pend = self._pending
+            pend[path] = pend.get(path, 0) + plen
+        if self._pending_segs >= self.rx_batch or self._pending_bytes >= self.rx_batch_bytes:
+            self.drain_end()
 
     def gro_extend(self, seq: int, payload: memoryview) -> bool:
         """The IP layer's header-prediction path: a frame whose headers equal, byte for byte, those of
@@ -872,7 +899,7 @@ class TcpTransport:
         now = self.scheduler.now
         for path, nbytes in pend.items():
             conn = path.conn
-            if nbytes > conn.snd_mss and conn.ack_pending and not path.detached:
+            if (nbytes > conn.snd_mss or conn._ack_now) and conn.ack_pending and not path.detached:
                 # More than a full segment since the last ACK (a GSO frame, an odd tail): acknowledge
                 # now, as Linux does after GRO (__tcp_ack_snd_check), instead of a delayed-ACK wait.
                 conn.flush_ack(now)

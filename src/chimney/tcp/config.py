@@ -40,6 +40,11 @@ class TcpConfig:
     delayed_ack: bool = True
     delack_timeout_ns: int = 200 * MS  # RFC 9293 3.8.6.3: < 0.5 s
     ack_frequency: int = 2  # ACK at least every second full-sized segment
+    # The receive path hands segments over in batches and flushes after each (a TAP drain, like Linux
+    # GRO): an ACK owed by in-order data waits for that flush (`flush_ack`) instead of being queued every
+    # ack_frequency segments and coalesced away. TS.Recent then echoes the first unacknowledged segment
+    # of the batch, as with any delayed ACK (RFC 7323 4.3).
+    ack_at_batch_end: bool = False
     nagle: bool = True
     rto_initial_ns: int = 1 * S  # RFC 6298 2.1
     rto_min_ns: int = 200 * MS  # RFC 6298 says 1 s; Linux uses 200 ms, configurable

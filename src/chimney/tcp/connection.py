@@ -1582,7 +1582,7 @@ class Connection:
             self._delack_deadline = now + cfg.delack_timeout_ns
         if self.sndbuf.end > self.snd_nxt or self.fin_seq is not None:
             self._send_loop(now, False)
-        if self._ack_now:
+        if self._ack_now and not cfg.ack_at_batch_end:
             self._emit_seg(self._ack_seq(), ACK, b"", now)
         return True
 
