@@ -417,13 +417,19 @@ class HostIp:
                 if f.vlan_id is None and f.eth_dst == iface.mac and iface.vlan_id == 0 and iface.has_address(f.ip_dst):  # type: ignore[arg-type]
                     # `_input_parsed`'s TCP case, inlined: this is the per-segment path.
                     seg = f.tcp
-                    if hl == 20 and seg.payload:
+                    # Learned from plain ACK data frames only: a PSH frame ends a GRO run, and the
+                    # frames after it look like the ones before.
+                    if hl == 20 and seg.payload and seg.flags == 0x10:
                         e = len(frame) - len(seg.payload)
                         # Bits compared: all but the IP ID, both checksums and the sequence number.
                         mask = ((1 << (e * 8)) - 1) ^ _hint_hole(e, 18, 20) ^ _hint_hole(e, 24, 26) \
                             ^ _hint_hole(e, 38, 42) ^ _hint_hole(e, 50, 52)
-                        self._rx_hint = (len(frame), iface, None, None, None, None, None, pseudo, e, mask,
-                                         int.from_bytes(frame[:e], "big") & mask, (e - 34) * 8)
+                        ref = int.from_bytes(frame[:e], "big") & mask
+                        old = self._rx_hint
+                        # The same headers again keep the hint as it is (no new tuple per GRO run).
+                        if old is None or old[10] != ref or old[0] != len(frame) or old[1] is not iface:
+                            self._rx_hint = (len(frame), iface, None, None, None, None, None, pseudo, e, mask,
+                                             ref, (e - 34) * 8)
                     self.counters["ip_in"] += 1
                     handler = self.protocols.get(6)
                     if handler is not None:
