@@ -204,6 +204,24 @@ def ours_tx(topo: TapTopology, nbytes: int, offloads: bool = False, timeout_s: f
     return {"bps": nbytes * 8 / r["seconds"], "cpu_us_per_mb": cpu * 1e6 / (nbytes / (1 << 20)), **counters}
 
 
+# -- interpreter speed ---------------------------------------------------------------------------------
+
+
+def python_reference_ns(total: int = 64 << 20, mss: int = 1448) -> float:
+    """ns per step of a bare loop slicing MSS-sized views off a buffer (as bench_tcp_engine's reference):
+    the floor of any Python per-segment work, and this machine's interpreter speed in this run. A shared
+    VM's speed drifts several-fold between sessions; compare runs by this figure and the veth ratio."""
+    data = memoryview(bytes(total))
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        n = 0
+        for off in range(0, total, mss):
+            n += len(data[off : off + mss])
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e9 / (total // mss)
+
+
 # -- memory per idle connection ------------------------------------------------------------------------
 
 
@@ -271,7 +289,8 @@ PATHS: tuple[tuple[str, dict[str, Any], bool, int], ...] = (
 def run(quick: bool = False) -> dict[str, Any]:
     """Measure everything; returns the figures (bit/s, bytes), offload counters and ratios against
     the veth reference at the same MTU."""
-    out: dict[str, Any] = {"idle_memory": idle_connection_bytes(200 if quick else 1000)}
+    out: dict[str, Any] = {"idle_memory": idle_connection_bytes(200 if quick else 1000),
+                           "python_ref_ns": python_reference_ns(16 << 20 if quick else 64 << 20)}
     ok, why = kernel_supports_netns()
     if not ok:
         out["skipped"] = why
@@ -312,7 +331,8 @@ def main() -> None:
         print(f"skipped network part: {r['skipped']}")
         return
     refs = ", ".join(f"MTU {k.rsplit('_', 1)[1]} {v / 1e9:.2f} Gbit/s" for k, v in r.items() if k.startswith("linux_veth_"))
-    print(f"Linux veth reference (same run): {refs}")
+    print(f"Linux veth reference (same run): {refs}; Python reference loop {r['python_ref_ns']:.0f} ns per "
+          f"segment slice (interpreter speed of this run)")
     print(f"{'path':12} {'rx Gbit/s':>10} {'ratio':>7} {'us/MB':>6} {'tx Gbit/s':>10} {'ratio':>7} {'us/MB':>6}"
           f"   offload evidence")
     for label in r["paths"]:
