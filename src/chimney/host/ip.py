@@ -344,7 +344,10 @@ class HostIp:
             hints.clear()  # headers come and go with flows; the active ones are learned again at once
         ref = int.from_bytes(frame[:_TS_HDR_LEN], "big") & _TS_HDR_MASK
         key = (f.ip_dst, seg.dst_port, f.ip_src, seg.src_port)
-        hints[id(hdr)] = (hdr, iface, ref, key, seg.src_port, seg.dst_port, bool(hdr.gso_type & 0x7F))
+        # The interface settings and the TCP handler the ordinary path judged this frame by: a frame is
+        # predicted only while they still hold (a VLAN, MAC, address or handler change ends it).
+        hints[id(hdr)] = (hdr, iface, ref, key, seg.src_port, seg.dst_port, bool(hdr.gso_type & 0x7F),
+                          iface.mac, self.protocols.get(6))
 
     def _vnet_predicted(self, h: tuple[Any, ...], frame: bytes | memoryview) -> bool:
         """Header prediction for a frame with offload metadata: the headers equal the learned ones but for
@@ -360,6 +363,9 @@ class HostIp:
         gso = h[6]
         if not iface.rx_csum_offload or (gso and not iface.rx_gso):
             return False  # offloads turned off since the headers were learned
+        if (iface.vlan_id or iface.mac != h[7] or self.protocols.get(6) is not h[8]
+                or not iface.has_address(h[3][0])):
+            return False  # the interface or the TCP handler changed: let the ordinary path judge
         total, seq, ack, flags, win, tsv, tse = _TS_HDR_VAR.unpack_from(frame)
         if total + 14 != len(frame) or flags & ~PSH != ACK or (not gso and len(frame) > iface.mtu + 14 + _VLAN_ROOM):
             return False

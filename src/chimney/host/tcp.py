@@ -443,6 +443,10 @@ class HostPath(TcbPath):
         conn = self.conn
         tcb = self.tcb
         tr = self.transport
+        if conn._ack_now and conn.cfg.ack_at_batch_end:
+            # An ACK the engine left for the end of a receive batch: whoever flushes ends the batch
+            # (a drain end, or input that came outside any drain, e.g. segments replayed at upload).
+            conn.flush_ack(tr.scheduler.now)
         if conn._out:
             emit = tr.emit
             segs = conn.pop_segments()

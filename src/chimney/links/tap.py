@@ -793,7 +793,9 @@ class TapPort(Port):
         header; then each frame goes to the csum receiver with its sum. Same counters and `_gen` rule."""
         fd = self.dev.fd
         size = self.dev.read_size
-        slot = (size + 1) & ~1
+        # Even (the sums read 16-bit words) and past read_size: an odd frame's pad byte, and the end word of
+        # the slab's last frame, stay inside the slab (numpy.reduceat needs every index < len).
+        slot = (size + 2) & ~1
         per_slab = max(1, min(SLAB_FRAMES, SLAB_BYTES // slot))
         r = self._csum_receiver
         assert r is not None
