@@ -339,6 +339,9 @@ class HostIp:
             or not hdr.flags & _CSUM_VOUCHED
         ):
             return
+        handler = self.protocols.get(6)
+        if getattr(handler, "__self__", None) is not getattr(self.tcp_predicted, "__self__", None):
+            return  # TCP goes through someone else first (a filter): every frame must reach it
         hints = self._vnet_hints
         if len(hints) >= 16:
             hints.clear()  # headers come and go with flows; the active ones are learned again at once
@@ -347,7 +350,7 @@ class HostIp:
         # The interface settings and the TCP handler the ordinary path judged this frame by: a frame is
         # predicted only while they still hold (a VLAN, MAC, address or handler change ends it).
         hints[id(hdr)] = (hdr, iface, ref, key, seg.src_port, seg.dst_port, bool(hdr.gso_type & 0x7F),
-                          iface.mac, self.protocols.get(6))
+                          iface.mac, handler)
 
     def _vnet_predicted(self, h: tuple[Any, ...], frame: bytes | memoryview) -> bool:
         """Header prediction for a frame with offload metadata: the headers equal the learned ones but for
