@@ -486,6 +486,7 @@ def test_frames_held_as_views_keep_their_bytes_while_the_port_reuses_free_buffer
         assert drive(sched, lambda: p.poll() is not None and seen[0] >= count, timeout_s=10)
         assert seen[0] == count and len(kept) == count // 2
         assert all(bytes(view) == copy for view, copy in kept)
+        assert all(view.readonly for view, _ in kept)  # lent buffers are the port's: look, never touch
         pool = port._rx_pool if vnet else port._slab_pool
         assert pool is not None and pool.allocated >= 1
         label = "rx_pool" if vnet else "slab_pool"

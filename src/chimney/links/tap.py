@@ -112,8 +112,8 @@ _writev = os.writev
 _HDR_CACHE_MAX = 64  # distinct received virtio_net_hdr byte strings kept decoded per port
 _LITTLE = int.from_bytes(b"\x01\x00", "little") == 1
 #: Frames read into one slab (one numpy call sums them all), at most SLAB_BYTES of slots (big-MTU
-#: TAPs get fewer frames per slab); a fresh slab per batch, because received payload views (the TCP
-#: receive queue) keep their slab alive until the user reads them.
+#: TAPs get fewer frames per slab); slabs come from the port's receive pool and are read into again
+#: only once no received payload view (e.g. in the TCP receive queue) refers to them.
 SLAB_FRAMES: Final = 64
 SLAB_BYTES: Final = 256 * 1024
 #: Receive buffers (64 KB frames on a GSO TAP, or slabs) a port keeps for reuse (`chimney.links.rxpool`).
@@ -788,7 +788,7 @@ class TapPort(Port):
         return self._drain_fast()
 
     def _drain_slabs(self) -> int:
-        """`_drain_fast` with checksums in bulk: frames are read (readv) into a fresh slab, one after
+        """`_drain_fast` with checksums in bulk: frames are read into a pooled slab, one after
         another at even offsets; one `numpy.add.reduceat` sums every frame's bytes after the Ethernet
         header; then each frame goes to the csum receiver with its sum. Same counters and `_gen` rule."""
         fd = self.dev.fd
@@ -813,6 +813,7 @@ class TapPort(Port):
                 want = per_slab if budget > per_slab else budget
                 slab = pool.take() if pool is not None else bytearray(want * slot)
                 mv = memoryview(slab)
+                ro = mv.toreadonly()  # what receivers get: received bytes are not theirs to change
                 lens: list[int] = []
                 idx: list[int] = []
                 k = 0
@@ -855,7 +856,7 @@ class TapPort(Port):
                         n += 1
                         nbytes += ln
                         off = i * slot
-                        r(mv[off : off + ln], sums[i])
+                        r(ro[off : off + ln], sums[i])
                         if self._gen != gen:
                             # Settings changed under us; the rest of this slab is already read: hand
                             # it over under the new settings, then stop (the reader fires again).
@@ -863,7 +864,7 @@ class TapPort(Port):
                                 ln = lens[j]
                                 n += 1
                                 nbytes += ln
-                                self._redeliver(mv[j * slot : j * slot + ln], sums[j])
+                                self._redeliver(ro[j * slot : j * slot + ln], sums[j])
                             return n + bad
                 if eagain:
                     break
@@ -1008,11 +1009,12 @@ class TapPort(Port):
                                 hcache.clear()
                             hcache[raw] = hdr
                     # A view past the header: slicing the bytes would copy every 64 KB super-frame.
-                    frame: bytes | bytearray | memoryview = memoryview(data)[hsz:ln]
+                    # Read-only: the receiver may keep the view, never change the received bytes.
+                    frame: bytes | bytearray | memoryview = memoryview(data).toreadonly()[hsz:ln]
                     ln -= hsz
                 else:
                     hdr = None
-                    frame = data if pool is None else memoryview(data)[:ln]
+                    frame = data if pool is None else memoryview(data).toreadonly()[:ln]
                 self.frames_in += 1
                 self.bytes_in += ln
                 if ln > self.largest_in:
