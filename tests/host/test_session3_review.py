@@ -310,3 +310,13 @@ def test_slab_drain_sums_the_largest_tagged_frame_on_an_odd_mtu(
     """MTU 9001 (a jumbo MTU some clouds use): read_size 9020, slot 9020, the largest frame 9019 bytes."""
     for frame, csum in _slab_receive(dgram, 9001, count):
         assert csum == ones_complement_sum(frame[14:]) % 0xFFFF
+
+
+def test_an_address_swapped_in_place_is_no_longer_ours() -> None:
+    """Interface.has_address caches a set of packed addresses: replacing one address by another in the public
+    list (same length) must refresh it."""
+    iface = Interface("eth0", bytes.fromhex("020000000001"))
+    iface.ipv4.append(ipaddress.IPv4Interface("198.18.0.2/24"))
+    assert iface.has_address(bytes([198, 18, 0, 2]))
+    iface.ipv4[0] = ipaddress.IPv4Interface("198.18.0.3/24")
+    assert not iface.has_address(bytes([198, 18, 0, 2])) and iface.has_address(bytes([198, 18, 0, 3]))

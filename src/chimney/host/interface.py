@@ -47,17 +47,19 @@ class Interface:
     rx_batched: bool = False  # the link calls HostIp.drain_end after each burst of received frames
     transmit_vnet: TransmitVnet | None = None
     _addr_set: set[bytes] = field(default_factory=set, repr=False)
-    _addr_key: tuple[int, int] = field(default=(-1, -1), repr=False)
+    _addr_key: tuple[tuple[Any, ...], tuple[Any, ...]] = field(default=((None,), ()), repr=False)
 
     def addresses(self, family: int) -> list[bytes]:
         addrs = self.ipv4 if family == 4 else self.ipv6
         return [a.ip.packed for a in addrs]
 
     def has_address(self, ip: bytes) -> bool:
-        # per-frame check: a set of packed addresses, rebuilt only when the address lists change
-        if self._addr_key != (len(self.ipv4), len(self.ipv6)):
+        # per-frame check: a set of packed addresses, rebuilt only when the address lists change (the
+        # lists are public and edited in place; comparing their elements is an identity check each)
+        key = (tuple(self.ipv4), tuple(self.ipv6))
+        if self._addr_key != key:
             self._addr_set = {a.ip.packed for a in self.ipv4} | {a.ip.packed for a in self.ipv6}
-            self._addr_key = (len(self.ipv4), len(self.ipv6))
+            self._addr_key = key
         return ip in self._addr_set
 
     def source_for(self, dst: bytes) -> bytes | None:
