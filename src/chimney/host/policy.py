@@ -131,6 +131,7 @@ UNCARRIED_SETTINGS: dict[str, str] = {
     "rto_max_ns": "no chimney field for the maximum RTO",
     "persist_min_ns": "no chimney field for the minimum persist interval",
     "persist_max_ns": "no chimney field for the maximum persist interval",
+    "dsack": "no chimney field for D-SACK generation (RFC 2883): TCP_FLAG_SACK_ENABLED covers SACK only",
 }
 
 

@@ -195,6 +195,7 @@ class Harness:
 
 _SYSCTL_BOOL = {
     "net.ipv4.tcp_sack": "sack",
+    "net.ipv4.tcp_dsack": "dsack",
     "net.ipv4.tcp_timestamps": "timestamps",
     "net.ipv4.tcp_window_scaling": "window_scaling",
     "net.ipv4.tcp_rfc1337": "rfc1337",

@@ -1,5 +1,5 @@
 """Send buffer (user memoryviews indexed by sequence offset) and receive side (in-order queue plus
-bounded out-of-order reassembly that also yields RFC 2018 SACK blocks).
+bounded out-of-order reassembly that also yields RFC 2018 SACK and RFC 2883 D-SACK blocks).
 
 Memory: a host holds thousands of idle connections, so every container starts as the shared empty
 tuple `EMPTY` and is allocated on the first write; a container that drains is released again (lists,
@@ -344,6 +344,43 @@ class Reassembly:
             if b not in chosen:
                 chosen.append(b)
         return chosen[:limit]
+
+    def overlap(self, seq: int, end: int) -> tuple[int, int] | None:
+        """The first contiguous run of held bytes inside [seq, end): what a segment carrying [seq, end)
+        duplicates (RFC 2883 4.2: only the first of several non-contiguous duplicates is reported)."""
+        starts, datas = self._starts, self._data
+        n = len(starts)
+        i = bisect_right(starts, seq) - 1
+        if i < 0:
+            i = 0
+        while i < n and starts[i] + len(datas[i]) <= seq:
+            i += 1
+        if i >= n or starts[i] >= end:
+            return None
+        s = starts[i]
+        lo = s if s > seq else seq
+        hi = s + len(datas[i])
+        i += 1
+        while hi < end and i < n and starts[i] == hi:  # adjacent pieces are one held run
+            hi += len(datas[i])
+            i += 1
+        return lo, hi if hi < end else end
+
+    def dsack_blocks(self, dup: tuple[int, int], limit: int) -> list[tuple[int, int]]:
+        """RFC 2883 4 SACK list for an ACK reporting the duplicate `dup`: the D-SACK block first, then the
+        held block containing it (when the duplicate lies above RCV.NXT), then the RFC 2018 blocks, most
+        recent first; at most `limit` blocks."""
+        out = [dup]
+        if self._starts:
+            rest = self.sack_blocks(len(self._starts))
+            lo, hi = dup
+            for k, b in enumerate(rest):
+                if b[0] <= lo and hi <= b[1]:
+                    out.append(b)
+                    del rest[k]
+                    break
+            out += rest
+        return out[:limit]
 
     def clear(self) -> None:
         self._release()

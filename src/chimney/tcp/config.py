@@ -36,6 +36,9 @@ class TcpConfig:
     rcv_wscale: int | None = None  # None: smallest shift that fits rcv_buf
     timestamps: bool = True
     sack: bool = True
+    # RFC 2883 D-SACK: with SACK negotiated, an ACK answering a duplicate segment reports it in its first
+    # SACK block (Linux net.ipv4.tcp_dsack=1). Receiver side only: D-SACKs received are never new SACK data.
+    dsack: bool = True
     ts_hz: int = 1000  # timestamp clock rate (R-TS-05: calibrate to TicksPerSecond when offloading)
     delayed_ack: bool = True
     delack_timeout_ns: int = 200 * MS  # RFC 9293 3.8.6.3: < 0.5 s
@@ -169,5 +172,6 @@ def linux_profile(**overrides: object) -> TcpConfig:
         nodelay_pushes=True,
         snd_mss_clamp=True,
         abc_limit=0,
+        dsack=True,  # net.ipv4.tcp_dsack
     )
     return cfg.replace(**overrides) if overrides else cfg

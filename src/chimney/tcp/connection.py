@@ -1,4 +1,4 @@
-"""The sans-I/O TCP connection (RFC 9293 state machine with RFC 6298/5681/6582/6675/7323/5961/3042).
+"""The sans-I/O TCP connection (RFC 9293 state machine with RFC 6298/5681/6582/6675/7323/5961/3042/2883).
 
 Owns one 4-tuple's TCB; both the host stack and the offload target run it. Inputs: receive(), user
 calls, on_timer(now); outputs: pop_segments(), pop_events(). No clock, sockets or threads inside.
@@ -71,6 +71,7 @@ class TcpStats:
         "bytes_out",
         "challenge_acks",
         "drops",
+        "dsacks_received",
         "fast_retransmits",
         "retransmitted_segments",
         "rto_expirations",
@@ -87,6 +88,9 @@ class TcpStats:
         self.fast_retransmits = 0
         self.rto_expirations = 0
         self.challenge_acks = 0
+        # RFC 3708 2 accounting: D-SACKs the peer sent, each a duplicate it received (typically one of
+        # our retransmissions that was spurious); congestion control does not act on them.
+        self.dsacks_received = 0
         self.drops: dict[str, int] = NO_DROPS  # type: ignore[assignment]  # a dict from the first drop
 
     def drop(self, reason: str) -> None:
@@ -103,6 +107,21 @@ def rst_for(seg: TcpSegment) -> TcpSegment | None:
     if seg.flags & ACK:
         return TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
     return TcpSegment(seg.dst_port, seg.src_port, 0, (seg.seq + seg.seg_len) & MASK, RST | ACK, 0)
+
+
+def _first_block_is_dsack(blocks: tuple[tuple[int, int], ...], ack: int) -> bool:
+    """RFC 2883 5: the first SACK block reports a duplicate when it lies below the cumulative ACK or
+    inside the second block (wire edges; `ack` unwrapped)."""
+    l0, r0 = blocks[0]
+    size = (r0 - l0) & MASK
+    if size == 0 or size >= HALF:
+        return False  # empty or malformed (right edge before left): no duplicate reported
+    if ((ack - r0) & MASK) < HALF:
+        return True  # right edge at or below the cumulative ACK
+    if len(blocks) > 1:
+        l1, r1 = blocks[1]
+        return ((l0 - l1) & MASK) < HALF and ((r1 - r0) & MASK) < HALF
+    return False
 
 
 def _wscale_for(buf: int) -> int:
@@ -123,6 +142,7 @@ class Connection:
         "_cack_window",
         "_delack_deadline",
         "_detached",
+        "_dsack",
         "_dup_acks",
         "_events",
         "_fin_after_est",
@@ -273,6 +293,8 @@ class Connection:
         self._recover = iss
         self._high_rxt = iss
         self._sack_board: list[list[int]] = EMPTY  # type: ignore[assignment]  # a list from the first SACK
+        # RFC 2883 D-SACK owed: the duplicate [left, right) the next ACK reports first (then None again).
+        self._dsack: tuple[int, int] | None = None
         self._peer_fin_seq: int | None = None
         self._peer_closed_pending = False
         self._send_blocked = False
@@ -464,7 +486,8 @@ class Connection:
 
     def _options(self, now: int, plen: int = 0) -> TcpOptions | None:
         blocks: tuple[tuple[int, int], ...] = ()
-        if self.sack_ok and self.ooo:
+        dsack = self._dsack
+        if self.sack_ok and (self.ooo or dsack is not None):
             n = 3 if self.ts_ok else 4
             if plen:
                 # RFC 9293 3.7.1: options come out of the segment's size, so a full-sized data segment
@@ -477,7 +500,14 @@ class Connection:
                 if fit < n:
                     n = fit if fit > 0 else 0
             if n:
-                blocks = tuple((a & MASK, b & MASK) for a, b in self.ooo.sack_blocks(n))
+                ooo = self.ooo
+                if dsack is None:
+                    sb = ooo.sack_blocks(n)  # type: ignore[union-attr]
+                else:
+                    # RFC 2883 4: reported in this one ACK only.
+                    self._dsack = None
+                    sb = ooo.dsack_blocks(dsack, n) if ooo else [dsack]
+                blocks = tuple((a & MASK, b & MASK) for a, b in sb)
         if self.ts_ok:
             return TcpOptions(None, None, False, blocks, (now // self._ts_div + self._ts_offset) & MASK, self.ts_recent)
         if blocks:
@@ -504,8 +534,10 @@ class Connection:
         else:
             win = min(self.cfg.rcv_buf, 0xFFFF)
             ack = 0
-        if self.sack_ok and self.ooo:
+        if self.sack_ok and (self.ooo or self._dsack):
             opts = self._options(now, len(payload))
+            if self._dsack is not None:
+                self._ack_now = True  # no room for the D-SACK next to this data: a pure ACK follows with it
         elif self.ts_ok:
             opts = TcpOptions(None, None, False, (), (now // self._ts_div + self._ts_offset) & MASK, self.ts_recent)
         else:
@@ -1062,6 +1094,8 @@ class Connection:
                 j += 1
             board[i:j] = [[lo, hi]]
             new += (right - left) - covered
+        if not board:
+            self._sack_board = EMPTY  # type: ignore[assignment]  # only D-SACKs below SND.UNA: keep none
         return new
 
     def _sack_trim(self) -> None:
@@ -1338,6 +1372,9 @@ class Connection:
                 and now - self.ts_recent_time < PAWS_IDLE_NS
             ):
                 self._drop("paws")
+                if seq < rcv_nxt and not flags & SYN:
+                    # RFC 2883 4.3: the ACK PAWS requires may carry the D-SACK (as Linux tcp_send_dupack).
+                    self._report_old_dup(seq, seq + plen + (1 if flags & FIN else 0))
                 self._emit_seg(self._ack_seq(), ACK, b"", now)
                 return
         if (
@@ -1383,6 +1420,8 @@ class Connection:
                 self._send_syn(now, with_ack=True)
                 return
             self._drop("unacceptable_seq")
+            if seq < rcv_nxt and seglen and not flags & SYN:
+                self._report_old_dup(seq, seq + seglen)  # RFC 2883 4.1.1: an old duplicate
             if seglen == 0 and now - self._oow_last < self.cfg.oow_ack_interval_ns:
                 # Rate-limit dupACKs to out-of-window pure ACKs (as Linux tcp_invalid_ratelimit) so two
                 # ends with diverging views cannot start an ACK storm.
@@ -1462,8 +1501,14 @@ class Connection:
             self._challenge_ack(now)  # RFC 5961 5.2
             return
         sack_new = 0
-        if self.sack_ok and opts is not None and opts.sack_blocks and self.snd_max > una:
-            sack_new = self._sack_update(opts, ack if ack > una else una)
+        dsack = False
+        if self.sack_ok and opts is not None and opts.sack_blocks:
+            if self.snd_max > una:
+                # A D-SACK block below SND.UNA or inside SACKed data adds nothing to the scoreboard.
+                sack_new = self._sack_update(opts, ack if ack > una else una)
+            if _first_block_is_dsack(opts.sack_blocks, ack):
+                dsack = True
+                self.stats.dsacks_received += 1
         wnd_field = seg.window << self.snd_wscale
         if ack > una:
             self._on_new_ack(ack, seq, wnd_field, opts, now)
@@ -1475,6 +1520,9 @@ class Connection:
                 and not flags & FIN
                 and self.snd_max > una
                 and (wnd_field == self.snd_wnd or sack_new > 0)
+                # RFC 6675 2 / RFC 2883 5: an ACK whose SACK news is only a D-SACK is not a duplicate ACK
+                # (as Linux FLAG_DSACKING_ACK), or three spurious retransmissions would start recovery.
+                and not (dsack and sack_new == 0)
             )
             if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
                 self.snd_wnd = wnd_field
@@ -1710,6 +1758,7 @@ class Connection:
         if plen:
             # Trim to [RCV.NXT, right edge advertised).
             if seq < rcv_nxt:
+                self._report_old_dup(seq, seq + plen)  # RFC 2883 4.2: the part below RCV.NXT came again
                 cut = rcv_nxt - seq
                 if cut >= plen:
                     payload = b""
@@ -1738,6 +1787,11 @@ class Connection:
                 n = plen
                 gap_fill = False
                 if self.ooo:
+                    if self._dsack is None and self.sack_ok and self.cfg.dsack:
+                        # RFC 2883 4.2.2: in-order data overlapping held data reports that overlap.
+                        dup = self.ooo.overlap(seq, rcv_nxt)
+                        if dup is not None:
+                            self._dsack = dup
                     rcv_nxt, more = self.ooo.pop_ready(rcv_nxt)
                     for d in more:
                         rxq.append(d)
@@ -1759,6 +1813,10 @@ class Connection:
                 ooo = self.ooo
                 if ooo is None:
                     ooo = self.ooo = Reassembly(self.cfg.max_ooo_segments)
+                elif self.sack_ok and self.cfg.dsack:
+                    dup = ooo.overlap(seq, seq + plen)  # RFC 2883 4.1.3: a duplicate of held data
+                    if dup is not None:
+                        self._dsack = dup
                 if not ooo.add(seq, payload):
                     self._drop("ooo_queue_full")
                 self._ack_now = True  # RFC 5681 4.2: immediate ACK for out-of-order data
@@ -1770,6 +1828,14 @@ class Connection:
                 self._peer_fin_seq = fseq
         elif self._peer_fin_seq is not None and self._peer_fin_seq == self.rcv_nxt:
             self._accept_fin(now)
+
+    def _report_old_dup(self, seq: int, end: int) -> None:
+        """RFC 2883 4.1.1 / 4.2.1: sequence space [seq, end) arrived again; its part below RCV.NXT is
+        reported as a D-SACK in the ACK due now. Not in TIME-WAIT, where Linux answers without SACK."""
+        nxt = self.rcv_nxt
+        if seq < nxt and end > seq and self.sack_ok and self.cfg.dsack and self.state is not TIME_WAIT:
+            self._dsack = (seq, end if end < nxt else nxt)
+            self._ack_now = True
 
     def _accept_fin(self, now: int) -> None:
         self._peer_fin_seq = None
