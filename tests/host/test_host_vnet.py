@@ -339,6 +339,20 @@ def test_the_batch_is_also_flushed_every_rx_batch_bytes() -> None:
     assert _acks(p.b_out) == [(base + 4 * mss) & 0xFFFFFFFF, (base + 8 * mss) & 0xFFFFFFFF]
 
 
+def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    import chimney.host.ip as host_ip
+
+    parsed = [0]
+    real = host_ip.parse_frame
+
+    def counting(*a: object, **kw: object) -> object:
+        parsed[0] += 1
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(host_ip, "parse_frame", counting)
+    return parsed
+
+
 def _complete_sum(frame: bytes) -> int:
     """What TapPort's slab path reports: the one's-complement sum of frame[14:] mod 0xFFFF."""
     body = frame[14:] + (b"\0" if len(frame) & 1 else b"")
@@ -348,19 +362,10 @@ def _complete_sum(frame: bytes) -> int:
 def test_header_prediction_hands_a_run_to_gro_without_parsing_and_still_checks_checksums(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import chimney.host.ip as host_ip
-
     p = _pair()
     p.ifb.rx_batched = True
     data, frames = _gro_frames(p, 20)
-    parsed = [0]
-    real = host_ip.parse_frame
-
-    def counting(*a: object, **kw: object) -> object:
-        parsed[0] += 1
-        return real(*a, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(host_ip, "parse_frame", counting)
+    parsed = _count_parses(monkeypatch)
     for f in frames:
         p.b.ip.input_frame_csum(p.ifb, memoryview(f), _complete_sum(f))
     p.b.ip.drain_end()
@@ -665,20 +670,6 @@ def _batched_pair() -> Pair:
     out: list[bytes] = []
     ifb.transmit = lambda frame, meta: out.append(bytes(frame))
     return Pair(sched, a, b, client, server, ta, tb, ifb, out)
-
-
-def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    import chimney.host.ip as host_ip
-
-    parsed = [0]
-    real = host_ip.parse_frame
-
-    def counting(*a: object, **kw: object) -> object:
-        parsed[0] += 1
-        return real(*a, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(host_ip, "parse_frame", counting)
-    return parsed
 
 
 def test_gso_frames_of_a_known_flow_skip_parsing_and_reach_the_engine_as_parsed_ones(

@@ -7,88 +7,23 @@ import ipaddress
 import random
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
+from test_host_vnet import Pair, _batched_pair
 
 from chimney.host.interface import Interface
-from chimney.host.socket import Socket
-from chimney.host.stack import HostStack, connected_pair
-from chimney.host.tcp import Tcb
 from chimney.links.rxpool import RxBufferPool
 from chimney.links.tap import TapPort
 from chimney.links.vnet import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_TCPV4,
-    VnetHdr,
     ones_complement_sum,
 )
 from chimney.net.frame import Frame, TcpFrameBuilder, parse_frame
-from chimney.net.tcp import ACK, PSH, TcpOptions, TcpSegment
-from chimney.sim import SimScheduler
-from chimney.tcp import linux_profile
+from chimney.net.tcp import ACK, TcpOptions, TcpSegment
 
 BUF = 1 << 20
 MS = 1_000_000
-
-
-@dataclass
-class Pair:
-    """An established A -> B connection; B's interface reports drains and takes GSO / checksum offload;
-    what B sends is captured in `b_out`."""
-
-    sched: SimScheduler
-    a: HostStack
-    b: HostStack
-    server: Socket
-    ta: Tcb
-    tb: Tcb
-    ifb: Interface
-    b_out: list[bytes]
-
-    def a_frame(self, offset: int, payload: bytes, flags: int = ACK | PSH, *, partial_csum: bool = True) -> bytes:
-        ca = self.ta.conn
-        b = TcpFrameBuilder(self.a.ip.interfaces["eth0"].mac, self.ifb.mac, self.ta.local, self.ta.remote)
-        seg = TcpSegment(self.ta.local_port, self.ta.remote_port, (ca.snd_nxt + offset) & 0xFFFFFFFF,
-                         ca.rcv_nxt & 0xFFFFFFFF, flags, 4000, payload,
-                         TcpOptions(None, None, False, (), ca.ts_now(self.sched.now), ca.ts_recent))
-        return b.build_frame(seg, offload_csum=partial_csum)
-
-    def gso_hdr(self, frame: bytes) -> VnetHdr:
-        f = parse_frame(frame, verify_checksums=False)
-        assert isinstance(f, Frame) and f.tcp is not None
-        return VnetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, len(frame) - len(f.tcp.payload),
-                       self.ta.conn.snd_mss, 34, 16)
-
-    def drain_server(self) -> bytes:
-        got = bytearray()
-        while True:
-            try:
-                d = self.server._try_recv_view(1 << 20)
-            except BlockingIOError:
-                return bytes(got)
-            if not d:
-                return bytes(got)
-            got += d
-
-
-def _batched_pair() -> Pair:
-    sched = SimScheduler(seed=31)
-    a, b, _ = connected_pair(sched, tcp_config=linux_profile(snd_buf=BUF, rcv_buf=BUF))
-    ifb = b.ip.interfaces["eth0"]
-    ifb.rx_batched = True  # before the connection exists, as on a TAP
-    ifb.set_offloads(rx_gso=True, rx_csum=True)
-    lsock = b.listen(5000)
-    client = a.socket()
-    client.connect(("198.18.0.2", 5000))
-    server, _ = lsock.accept()
-    sched.run_until(sched.now + 50 * MS)
-    b.ip.drain_end()
-    ta = next(iter(a.tcp.conns.values()))
-    tb = next(iter(b.tcp.conns.values()))
-    out: list[bytes] = []
-    ifb.transmit = lambda frame, meta: out.append(bytes(frame))
-    return Pair(sched, a, b, server, ta, tb, ifb, out)
 
 
 # -- 1. vnet header prediction must judge a frame as the parsing path would -----------------------------
@@ -117,12 +52,12 @@ def _frames_after_change(case: str, predict: bool) -> tuple[bytes, list[object],
     if not predict:
         p.b.ip.tcp_predicted = None
     mss = p.ta.conn.snd_mss
-    first = p.a_frame(0, bytes(2 * mss), ACK)
-    hdr = p.gso_hdr(first)
+    first = p.a_frame(0, bytes(2 * mss), partial_csum=True, flags=ACK)
+    hdr = p.vnet_hdr(first, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, mss)
     p.b.ip.input_frame(p.ifb, memoryview(first), hdr)  # parsed; its headers are learned
     p.b.ip.drain_end()
     rng = random.Random(5)
-    later = [p.a_frame((2 + 2 * i) * mss, rng.randbytes(2 * mss), ACK) for i in range(2)]  # sent before the change
+    later = [p.a_frame((2 + 2 * i) * mss, rng.randbytes(2 * mss), partial_csum=True, flags=ACK) for i in range(2)]  # sent before the change
     seen: list[object] = []
     _change(p, case, seen)
     for f in later:
