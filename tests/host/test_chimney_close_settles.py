@@ -4,15 +4,15 @@ half-close) once the path settles; and `OffloadManager.declined` forgets connect
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from typing import Any
 
-from chimney.host.chimney import Phase, build_offload_pair
+from hand_driven import HandDrivenConn
+
+from chimney.host.chimney import Phase
 from chimney.host.policy import OffloadPolicy, PolicyMode
-from chimney.host.socket import IPPROTO_TCP, TCP_LINGER2, Socket
+from chimney.host.socket import IPPROTO_TCP, TCP_LINGER2
 from chimney.links.impair import Impairments
 from chimney.ndis.offload_state import TcpConnectionState
-from chimney.sim.scheduler import NS_PER_MS, NS_PER_S, SimScheduler
 from chimney.tcp import linux_profile
 
 S = TcpConnectionState
@@ -20,35 +20,16 @@ PORT = 6201
 WIRE = Impairments(rate_bps=1_000_000_000, delay_ns=400_000)
 
 
-class Conn:
+class Conn(HandDrivenConn):
     """Host A (Linux profile: data after close() resets) connected to B's listener, driven by hand."""
 
     def __init__(self, policy: OffloadPolicy) -> None:
-        self.p = build_offload_pair(SimScheduler(7), 7, WIRE, policy=policy)
+        super().__init__(7, WIRE, PORT, policy)
         self.m = self.p.manager
-        self.sched = self.p.host_a.scheduler
-        lst = self.p.host_b.listen(PORT)
-        lst.setblocking(False)
-        self.sa: Socket = self.p.host_a.socket()
-        self.sa.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            self.sa.connect(("198.18.0.2", PORT))
-        self.until(lambda: self.tcb is not None and self.tcb.state is S.Established)
-        self.run(2)
-        self.sb, _ = lst.accept()
-        self.sb.setblocking(False)
-        lst.close()
 
     @property
     def tcb(self) -> Any:
-        return next(iter(self.p.host_a.tcp.connections()), None)
-
-    def run(self, ms: float) -> None:
-        self.sched.run_until(self.sched.now + int(ms * NS_PER_MS))
-
-    def until(self, pred: Callable[[], bool], limit_s: float = 30) -> None:
-        self.sched.run_until(self.sched.now + int(limit_s * NS_PER_S), predicate=pred)
-        assert pred()
+        return self.tcb_a()
 
     def b_is_reset_by_data_after_close(self) -> bool:
         """B writes after A's close(): a Linux close() answers with a RST; a half-close takes the data."""

@@ -4,11 +4,8 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
-from typing import Any
+from hand_driven import HandDrivenConn
 
-from chimney.host.chimney import build_offload_pair
 from chimney.host.ndis_binding import NdisHostBinding, offload_parameters
 from chimney.host.policy import OffloadPolicy
 from chimney.host.socket import (
@@ -18,7 +15,6 @@ from chimney.host.socket import (
     SO_KEEPALIVE,
     SOL_SOCKET,
     TCP_KEEPIDLE,
-    Socket,
 )
 from chimney.host.stack import HostStack
 from chimney.links.impair import Impairments
@@ -32,34 +28,12 @@ WIRE = Impairments(rate_bps=1_000_000_000, delay_ns=400_000)
 DATA = bytes(range(251)) * 1600  # 401,600 bytes: more than A's 256 KiB receive buffer
 
 
-class Conn:
+class Conn(HandDrivenConn):
     """A (offload pair host) connected to B's listener, driven by hand through non-blocking sockets."""
 
     def __init__(self, hold_unread_at_target: bool = False) -> None:
-        self.p = build_offload_pair(SimScheduler(5), 5, WIRE, policy=OffloadPolicy.explicit())
+        super().__init__(5, WIRE, PORT, OffloadPolicy.explicit())
         self.p.manager.hold_unread_at_target = hold_unread_at_target
-        self.sched = self.p.host_a.scheduler
-        lst = self.p.host_b.listen(PORT)
-        lst.setblocking(False)
-        self.sa: Socket = self.p.host_a.socket()
-        self.sa.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            self.sa.connect(("198.18.0.2", PORT))
-        self.until(lambda: self.tcb_a() is not None and self.tcb_a().state is S.Established)
-        self.run(2)
-        self.sb, _ = lst.accept()
-        self.sb.setblocking(False)
-        lst.close()
-
-    def tcb_a(self) -> Any:
-        return next(iter(self.p.host_a.tcp.connections()), None)
-
-    def run(self, ms: float) -> None:
-        self.sched.run_until(self.sched.now + int(ms * NS_PER_MS))
-
-    def until(self, pred: Callable[[], bool], limit_s: float = 30) -> None:
-        self.sched.run_until(self.sched.now + int(limit_s * NS_PER_S), predicate=pred)
-        assert pred()
 
     def offload_a(self) -> None:
         tcb = self.tcb_a()

@@ -4,18 +4,16 @@ timers and timestamps surviving the round trip (R-TMR-07/08/15/19, R-TS-04). Ver
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import Any
 
 import pytest
+from hand_driven import HandDrivenConn
 
-from chimney.host.chimney import OffloadPair, build_offload_pair
 from chimney.host.policy import OffloadPolicy
 from chimney.host.socket import IPPROTO_TCP, SO_KEEPALIVE, SOL_SOCKET, TCP_KEEPIDLE, Socket
 from chimney.host.tcp import Tcb
 from chimney.links.impair import Impairments
 from chimney.ndis.offload_state import TcpConnectionState
-from chimney.sim.scheduler import NS_PER_MS, NS_PER_S, SimScheduler
+from chimney.sim.scheduler import NS_PER_MS
 
 S = TcpConnectionState
 PORT = 6001
@@ -23,35 +21,13 @@ DELAY_NS = 400_000  # one-way: a state that lasts one RTT lasts 0.8 ms
 WIRE = Impairments(rate_bps=1_000_000_000, delay_ns=DELAY_NS)
 
 
-class Conn:
+class Conn(HandDrivenConn):
     """One connection A <-> B over the offload pair, driven by hand through non-blocking sockets."""
 
     def __init__(self) -> None:
-        self.p: OffloadPair = build_offload_pair(SimScheduler(3), 3, WIRE, policy=OffloadPolicy.explicit())
-        self.sched = self.p.host_a.scheduler
-        lst = self.p.host_b.listen(PORT)
-        lst.setblocking(False)
-        self.sa: Socket = self.p.host_a.socket()
-        self.sa.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            self.sa.connect(("198.18.0.2", PORT))
-        self.until(lambda: self.tcb_a() is not None and self.tcb_a().state is S.Established)
-        self.run(2)
-        self.sb, _ = lst.accept()
-        self.sb.setblocking(False)
-        lst.close()
+        super().__init__(3, WIRE, PORT, OffloadPolicy.explicit())
         self.got_a = bytearray()
         self.got_b = bytearray()
-
-    def tcb_a(self) -> Any:
-        return next(iter(self.p.host_a.tcp.connections()), None)
-
-    def run(self, ms: float) -> None:
-        self.sched.run_until(self.sched.now + int(ms * NS_PER_MS))
-
-    def until(self, pred: Callable[[], bool], limit_s: float = 30) -> None:
-        self.sched.run_until(self.sched.now + int(limit_s * NS_PER_S), predicate=pred)
-        assert pred()
 
     def push(self, sock: Socket, data: bytes) -> None:
         view = memoryview(data)
