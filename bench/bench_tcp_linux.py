@@ -16,7 +16,7 @@ of the run (GSO frames in, TSO frames out, largest frame) so a figure cannot sil
 and our process's CPU time (user + system, `time.process_time`) per MB moved: on a shared, loaded box the
 wall-clock figures swing several-fold between runs, CPU per MB much less (system time includes the kernel
 work done inside our read/writev calls, e.g. Linux processing an ACK we write).
-Memory: tracemalloc over N established idle connections through the in-process host stack
+Memory: tracemalloc over N established idle connections through the in-process host stack (bench_memory.host_idle)
 (`connected_pair`, simulated time), per connection end (socket + TCB + engine connection).
 
 Goals (issue 4): >= 1 Gbit/s receiving at MTU 1500; >= 10 Gbit/s each way with vnet/GSO; <= 2 KiB
@@ -26,19 +26,19 @@ per idle connection. Run: `python bench/bench_tcp_linux.py [--quick]` (needs roo
 
 from __future__ import annotations
 
-import gc
+import importlib.util
 import json
 import select
 import subprocess
 import sys
 import time
-import tracemalloc
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from chimney.host.stack import HostStack, connected_pair
+from chimney.host.stack import HostStack
 from chimney.links.netns import TapTopology, VethTopology, kernel_supports_netns
 from chimney.links.tap import TUN_F_DEFAULT, TapPort
-from chimney.sim import SimScheduler
 from chimney.sim.realtime import RealTimeScheduler
 from chimney.tcp import linux_profile
 
@@ -225,46 +225,21 @@ def python_reference_ns(total: int = 64 << 20, mss: int = 1448) -> float:
 # -- memory per idle connection ------------------------------------------------------------------------
 
 
+def _bench_memory() -> ModuleType:
+    """bench_memory.py, loaded by path (benchmarks run as scripts or through `chimney bench`)."""
+    path = Path(__file__).resolve().parent / "bench_memory.py"
+    spec = importlib.util.spec_from_file_location("chimney_bench_memory_for_tcp_linux", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def idle_connection_bytes(n: int) -> dict[str, Any]:
-    """tracemalloc growth for `n` established idle connections (both ends in one process), per end."""
-    sched = SimScheduler(seed=5)
-    a, b, _ = connected_pair(sched)
-    srv = b.listen(5000, backlog=n)
-    # Warm-up connection: ARP, frame builders and per-host caches are not per-connection costs.
-    w = a.socket()
-    w.connect(("198.18.0.2", 5000))
-    srv.accept()
-    sched.run_until(sched.now + 50_000_000)
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.take_snapshot()
-    clients = []
-    servers = []
-    for _ in range(n):
-        c = a.socket()
-        c.setblocking(False)
-        c.connect_ex(("198.18.0.2", 5000))
-        clients.append(c)
-    sched.run_until(sched.now + 100_000_000)
-    for _ in range(n):
-        servers.append(srv.accept()[0])
-    # Past the delayed-ACK timers: what is left is the steady idle state.
-    sched.run_until(sched.now + 1_000_000_000)
-    gc.collect()
-    after = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    est = sum(1 for s in clients + servers if s.tcb is not None and s.tcb.established and not s.tcb.closed)
-    if est != 2 * n:
-        raise RuntimeError(f"only {est} of {2 * n} ends established")
-    diff = after.compare_to(before, "filename")
-    total = sum(d.size_diff for d in diff)
-    top = sorted(diff, key=lambda d: -d.size_diff)[:6]
-    return {
-        "connections": n,
-        "bytes_per_end": total / (2 * n),
-        "bytes_per_connection_both_ends": total / n,
-        "top_files": {d.traceback[0].filename.split("/src/")[-1]: round(d.size_diff / (2 * n)) for d in top},
-    }
+    """tracemalloc growth for `n` established idle connections (both ends in one process), per end, and the
+    accepted end's bytes by type (`bench_memory.host_idle`)."""
+    return _bench_memory().host_idle(n)  # type: ignore[no-any-return]
 
 
 # -- driver -----------------------------------------------------------------------------------------------
@@ -325,8 +300,8 @@ def main() -> None:
     mem = r["idle_memory"]
     print(f"idle connection: {mem['bytes_per_end']:.0f} B per end ({mem['connections']} connections, both ends "
           f"in-process; goal <= {GOAL_IDLE_BYTES} B): {'met' if mem['bytes_per_end'] <= GOAL_IDLE_BYTES else 'NOT met'}")
-    for f, b in mem["top_files"].items():
-        print(f"    {b:6d} B/end  {f}")
+    for t, b in list(mem["accepted_types"].items())[:6]:
+        print(f"    {b:6d} B/end  {t}")
     if "skipped" in r:
         print(f"skipped network part: {r['skipped']}")
         return
